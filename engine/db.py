@@ -1,0 +1,79 @@
+"""Connections, and the one way to run tenant work: :func:`tenant_transaction`.
+
+Row-level security is bypassed by superusers and table owners, which is what the engine's
+connection is. So tenant work switches, for one transaction, to the ``haste_app`` role
+(created by the migrations: no BYPASSRLS, not an owner) and sets ``app.workspace_id`` /
+``app.user_id`` with ``set_config(..., true)`` (transaction-local, so a pooled connection
+cannot leak a tenant into the next transaction). Policies read the workspace with
+``NULLIF(current_setting('app.workspace_id', true), '')::uuid``: unset means no rows.
+
+Cross-tenant system work (draining the outbox, the reaper, maintenance) uses
+:func:`system_transaction`, whose name marks every place that deliberately runs as owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+#: The role tenant transactions run as (see schemas/sql; it has no BYPASSRLS).
+APP_ROLE = "haste_app"
+
+
+def connect(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A plain connection; callers choose autocommit and row factory."""
+    return psycopg.connect(conninfo, **kwargs)
+
+
+def make_pool(
+    conninfo: str, *, max_size: int = 10, min_size: int = 1, name: str = "haste"
+) -> ConnectionPool:
+    """A pool whose connections are autocommit, so each unit of work opens its own transaction."""
+    return ConnectionPool(
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True},
+        name=name,
+        open=True,
+    )
+
+
+@contextmanager
+def tenant_transaction(
+    conn: psycopg.Connection[Any],
+    workspace_id: UUID | str,
+    user_id: UUID | str | None = None,
+    *,
+    dict_rows: bool = False,
+) -> Iterator[psycopg.Cursor[Any]]:
+    """One transaction under RLS for ``workspace_id``; commits on success, rolls back on error."""
+    if workspace_id is None or str(workspace_id) == "":
+        raise ValueError("tenant_transaction needs a workspace id")
+    with conn.transaction():
+        cur = conn.cursor(row_factory=dict_row) if dict_rows else conn.cursor()
+        with cur:
+            cur.execute(f"SET LOCAL ROLE {APP_ROLE}")
+            cur.execute(
+                "SELECT set_config('app.workspace_id', %s, true),"
+                " set_config('app.user_id', %s, true)",
+                (str(workspace_id), "" if user_id is None else str(user_id)),
+            )
+            yield cur
+
+
+@contextmanager
+def system_transaction(
+    conn: psycopg.Connection[Any], *, dict_rows: bool = False
+) -> Iterator[psycopg.Cursor[Any]]:
+    """One transaction as the owner, across tenants: only for engine bookkeeping."""
+    with conn.transaction():
+        cur = conn.cursor(row_factory=dict_row) if dict_rows else conn.cursor()
+        with cur:
+            yield cur
