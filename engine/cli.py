@@ -196,5 +196,8 @@ def up(rt: Runtime, no_processes: bool) -> None:
         sys.exit(manager.returncode)
 
 
+# Command groups living in their own modules register themselves on import.
+from engine import cli_authoring as _cli_authoring  # noqa: E402,F401
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -11,6 +11,8 @@ DATABASE; test databases are named ``haste_t_*`` and dropped).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,9 +37,28 @@ def with_dbname(url: str, dbname: str) -> str:
     return urlunparse(parts._replace(path=f"/{dbname}"))
 
 
+def service_data_dir() -> Path:
+    """A data dir for embedded servers outside pytest's basetemp.
+
+    pytest resets ``/tmp/pytest-of-<user>`` to mode 0700 on every run, while the embedded
+    PostgreSQL runs as its own system user when we are root and must traverse the path.
+    """
+    return Path(tempfile.mkdtemp(prefix="haste-test-"))
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A fresh HASTE_DATA_DIR for tests that start their own embedded servers."""
+    path = service_data_dir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    data_dir: Path = tmp_path_factory.mktemp("haste-data")
+def services() -> Iterator[Services]:
+    data_dir = service_data_dir()
     env = {
         "HASTE_DATA_DIR": str(data_dir),
         "HASTE_LOG_LEVEL": "WARNING",
@@ -51,6 +72,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         yield svc
     finally:
         svc.stop_owned()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -39,8 +39,8 @@ def test_invalid_config_is_a_usage_error_naming_the_variable() -> None:
     assert "HASTE_LOG_LEVEL='LOUD' is invalid" in out
 
 
-def test_db_migrate_then_status_on_an_external_database(empty_db_url: str, tmp_path: Path) -> None:
-    env = {"DATABASE_URL": empty_db_url, "HASTE_DATA_DIR": str(tmp_path)}
+def test_db_migrate_then_status_on_an_external_database(empty_db_url: str, data_dir: Path) -> None:
+    env = {"DATABASE_URL": empty_db_url, "HASTE_DATA_DIR": str(data_dir)}
 
     code, out = run_cli("db", "migrate", env=env)
     assert code == 0, out
@@ -52,20 +52,20 @@ def test_db_migrate_then_status_on_an_external_database(empty_db_url: str, tmp_p
     code, out = run_cli("db", "status", env=env)
     assert code == 0
     assert len(re.findall(r" applied ", out)) == len(discover())
-    assert not (tmp_path / "redis").exists(), "db commands must not start Redis"
+    assert not (data_dir / "redis").exists(), "db commands must not start Redis"
 
 
-def test_db_url_prints_the_configured_url(empty_db_url: str, tmp_path: Path) -> None:
+def test_db_url_prints_the_configured_url(empty_db_url: str, data_dir: Path) -> None:
     code, out = run_cli(
-        "db", "url", env={"DATABASE_URL": empty_db_url, "HASTE_DATA_DIR": str(tmp_path)}
+        "db", "url", env={"DATABASE_URL": empty_db_url, "HASTE_DATA_DIR": str(data_dir)}
     )
 
     assert (code, out.strip()) == (0, empty_db_url)
 
 
-def test_up_boots_migrates_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+def test_up_boots_migrates_and_stops_everything_on_ctrl_c(data_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"HASTE_DATA_DIR": str(tmp_path), "HASTE_LOG_LEVEL": "WARNING"})
+    env.update({"HASTE_DATA_DIR": str(data_dir), "HASTE_LOG_LEVEL": "WARNING"})
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "up"],
         env=env,
@@ -87,8 +87,8 @@ def test_up_boots_migrates_and_stops_everything_on_ctrl_c(tmp_path: Path) -> Non
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0, "".join(lines) + proc.stdout.read()
-    assert not (tmp_path / "postgres" / "postmaster.pid").exists()
-    assert not (tmp_path / "redis" / "redis.pid").exists()
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()
+    assert not (data_dir / "redis" / "redis.pid").exists()
 
 
 def test_procfile_mirrors_the_process_table() -> None:

@@ -15,8 +15,8 @@ def settings_for(data_dir: Path):
     return load_settings({"HASTE_DATA_DIR": str(data_dir), "HASTE_LOG_LEVEL": "WARNING"})
 
 
-def test_services_start_stop_and_restart_keep_data(tmp_path: Path) -> None:
-    first = start_services(settings_for(tmp_path))
+def test_services_start_stop_and_restart_keep_data(data_dir: Path) -> None:
+    first = start_services(settings_for(data_dir))
     try:
         assert first.postgres is not None and first.postgres.started_here
         with psycopg.connect(first.database_url, autocommit=True) as conn:
@@ -28,7 +28,7 @@ def test_services_start_stop_and_restart_keep_data(tmp_path: Path) -> None:
     assert not first.postgres.is_running()
     assert first.redis is not None and not first.redis.is_running()
 
-    second = start_services(settings_for(tmp_path))
+    second = start_services(settings_for(data_dir))
     try:
         with psycopg.connect(second.database_url) as conn:
             assert conn.execute("SELECT v FROM kept").fetchone() == ("survives",)
@@ -37,10 +37,10 @@ def test_services_start_stop_and_restart_keep_data(tmp_path: Path) -> None:
         second.stop_owned()
 
 
-def test_running_services_are_reused_and_left_to_their_owner(tmp_path: Path) -> None:
-    owner = start_services(settings_for(tmp_path))
+def test_running_services_are_reused_and_left_to_their_owner(data_dir: Path) -> None:
+    owner = start_services(settings_for(data_dir))
     try:
-        guest = start_services(settings_for(tmp_path))
+        guest = start_services(settings_for(data_dir))
         assert guest.postgres is not None and not guest.postgres.started_here
         assert guest.redis is not None and not guest.redis.started_here
         assert guest.database_url == owner.database_url
@@ -53,10 +53,10 @@ def test_running_services_are_reused_and_left_to_their_owner(tmp_path: Path) -> 
     assert not owner.postgres.is_running()
 
 
-def test_external_urls_start_nothing(tmp_path: Path, services) -> None:
+def test_external_urls_start_nothing(data_dir: Path, services) -> None:
     settings = load_settings(
         {
-            "HASTE_DATA_DIR": str(tmp_path),
+            "HASTE_DATA_DIR": str(data_dir),
             "DATABASE_URL": services.database_url,
             "REDIS_URL": services.redis_url,
         }
@@ -65,4 +65,4 @@ def test_external_urls_start_nothing(tmp_path: Path, services) -> None:
 
     assert svc.postgres is None and svc.redis is None
     assert svc.database_url == services.database_url
-    assert not (tmp_path / "postgres").exists()
+    assert not (data_dir / "postgres").exists()

@@ -29,6 +29,15 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public
 ALTER DEFAULT PRIVILEGES IN SCHEMA public
     GRANT EXECUTE ON FUNCTIONS TO haste_app;
 
+-- The migration runner's bookkeeping table is no business of tenant code.
+DO $$
+BEGIN
+    IF to_regclass('schema_migrations') IS NOT NULL THEN
+        REVOKE ALL ON TABLE schema_migrations FROM haste_app;
+    END IF;
+END
+$$;
+
 -- The materialized view cannot have RLS and holds all workspaces.
 REVOKE ALL ON contact_engagement_scores FROM haste_app;
 -- Its tenant-filtered view is read-only.
