@@ -79,7 +79,8 @@ def parse_record_ref(ref: str) -> tuple[str, uuid.UUID]:
     entity = _PLURALS.get(kind, kind)
     if entity not in ENTITY_TABLES or not raw:
         raise DryRunError(
-            f"--record {ref!r}: expected <kind>/<uuid> with kind one of {', '.join(ENTITY_TABLES.values())}"
+            f"--record {ref!r}: expected <kind>/<uuid> with kind one of "
+            + ", ".join(ENTITY_TABLES.values())
         )
     try:
         return entity, uuid.UUID(raw)

@@ -102,9 +102,8 @@ def _check_stage(
     old, new = event.get("old") or {}, event.get("new") or {}
     pipeline = new.get("pipeline_id", record.get("pipeline_id"))
     if config.get("pipeline") and not _named(pipeline, config["pipeline"], names):
-        return _no(
-            f"deal is in pipeline {names.get(str(pipeline), pipeline)!r}, not {config['pipeline']!r}"
-        )
+        shown = names.get(str(pipeline), pipeline)
+        return _no(f"deal is in pipeline {shown!r}, not {config['pipeline']!r}")
     for key, value in (("from_stage", old.get("stage_id")), ("to_stage", new.get("stage_id"))):
         if config.get(key) and not _named(value, config[key], names):
             return _no(f"{key} is {names.get(str(value), value)!r}, not {config[key]!r}")

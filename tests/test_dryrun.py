@@ -113,7 +113,7 @@ def test_record_of_another_workspace_is_not_found(db, acme) -> None:
     other = make_workspace(db, "other")
     contact = make_contact(db, other, score=90)
 
-    with pytest.raises(DryRunError, match="no contact .* in workspace 'acme'"):
+    with pytest.raises(DryRunError, match=r"no contact .* in workspace 'acme'"):
         dry_run(db, find_workspace(db, "acme"), SCORING, record=f"contacts/{contact}")
 
 
