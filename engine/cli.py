@@ -182,9 +182,13 @@ def up(rt: Runtime, no_processes: bool) -> None:
         _wait_for_signal()
         click.echo("stopping")
         return
+    from honcho.manager import SIGNALS as HONCHO_SIGNALS
     from honcho.manager import Manager
 
     env = dict(os.environ)
+    # The processes run `haste ...` from this interpreter's environment, activated or not.
+    bindir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
     env["DATABASE_URL"] = services.database_url
     env["REDIS_URL"] = services.redis_url
     manager = Manager()
@@ -192,8 +196,19 @@ def up(rt: Runtime, no_processes: bool) -> None:
         manager.add_process(name, command, env=env)
     manager.loop()
     click.echo("stopping")
-    if manager.returncode:
+    # honcho reports a Ctrl-C / SIGTERM stop as 130 / 143: that is a clean stop.
+    clean = {info["rc"] for info in HONCHO_SIGNALS.values()}
+    if manager.returncode and manager.returncode not in clean:
         sys.exit(manager.returncode)
+
+
+@main.command()
+@pass_runtime
+def listen(rt: Runtime) -> None:
+    """Drain the outbox into decisions and executions (run one or more replicas)."""
+    from triggers.listener import run_until_signalled
+
+    run_until_signalled(rt.database_url())
 
 
 # Command groups living in their own modules register themselves on import.

@@ -230,3 +230,43 @@ def dry_run(
             raise click.ClickException(str(exc)) from None
     click.echo(_dump(report.as_dict()) if as_json else render_report(report))
     sys.exit(0 if report.would_run else 3)
+
+
+@main.command()
+@workspace_option
+@click.option("--record", "record_ref", help="entity/uuid, e.g. contacts/6f1c…")
+@click.option("--event", "event_id", type=int, help="Outbox event id.")
+@click.option("--limit", default=50, show_default=True, help="Most recent decisions to show.")
+@json_option
+@pass_runtime
+def why(
+    rt: Runtime, slug: str, record_ref: str | None, event_id: int | None, limit: int, as_json: bool
+) -> None:
+    """Why did (or didn't) automations run for a record or an event? The decision log."""
+    from engine import decisions
+    from engine.dryrun import DryRunError, parse_record_ref
+
+    if (record_ref is None) == (event_id is None):
+        raise click.UsageError("give exactly one of --record or --event")
+    with psycopg.connect(rt.database_url(), autocommit=True) as conn:
+        workspace = _workspace(conn, slug)
+        if record_ref is not None:
+            try:
+                entity, entity_id = parse_record_ref(record_ref)
+            except DryRunError as exc:
+                raise click.UsageError(str(exc)) from None
+            rows = decisions.for_record(conn, workspace, entity, entity_id, limit=limit)
+        else:
+            assert event_id is not None
+            rows = decisions.for_event(conn, workspace, event_id)
+    if as_json:
+        click.echo(_dump(rows))
+        return
+    if not rows:
+        click.echo("no decisions recorded (no event yet, or no automation of that trigger type)")
+    for r in rows:
+        at = r["created_at"].isoformat(timespec="seconds")
+        click.echo(
+            f"{at}  event {r['event_id']:<8} {r['automation'] or '?':<32} {r['outcome']:<24}"
+            f" {decisions.describe(r)}"
+        )

@@ -13,7 +13,7 @@ Cross-tenant system work (draining the outbox, the reaper, maintenance) uses
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -24,6 +24,8 @@ from psycopg_pool import ConnectionPool
 
 #: The role tenant transactions run as (see schemas/sql; it has no BYPASSRLS).
 APP_ROLE = "haste_app"
+#: Server settings a tenant transaction may set for itself besides ``app.*``.
+LOCAL_SETTINGS = frozenset({"synchronous_commit", "statement_timeout"})
 
 
 def connect(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
@@ -52,19 +54,34 @@ def tenant_transaction(
     user_id: UUID | str | None = None,
     *,
     dict_rows: bool = False,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[psycopg.Cursor[Any]]:
-    """One transaction under RLS for ``workspace_id``; commits on success, rolls back on error."""
+    """One transaction under RLS for ``workspace_id``; commits on success, rolls back on error.
+
+    ``settings`` are more transaction-local settings, e.g. ``app.execution_id`` and
+    ``app.causation_depth`` for a step's writes, so that the capture triggers can record
+    which execution caused an event (that is how automation chains are cut at a depth),
+    or ``synchronous_commit``. They are set in the same round trip as the tenant, never
+    session-wide.
+    """
     if workspace_id is None or str(workspace_id) == "":
         raise ValueError("tenant_transaction needs a workspace id")
+    pairs = [
+        ("role", APP_ROLE),  # = SET LOCAL ROLE, in the same round trip as the settings
+        ("app.workspace_id", str(workspace_id)),
+        ("app.user_id", "" if user_id is None else str(user_id)),
+    ]
+    for name, value in (settings or {}).items():
+        if not name.startswith("app.") and name not in LOCAL_SETTINGS:
+            raise ValueError(
+                f"setting {name!r}: only app.* and {sorted(LOCAL_SETTINGS)} may be set here"
+            )
+        pairs.append((name, str(value)))
+    select = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in pairs)
     with conn.transaction():
         cur = conn.cursor(row_factory=dict_row) if dict_rows else conn.cursor()
         with cur:
-            cur.execute(f"SET LOCAL ROLE {APP_ROLE}")
-            cur.execute(
-                "SELECT set_config('app.workspace_id', %s, true),"
-                " set_config('app.user_id', %s, true)",
-                (str(workspace_id), "" if user_id is None else str(user_id)),
-            )
+            cur.execute(select, [part for pair in pairs for part in pair])
             yield cur
 
 

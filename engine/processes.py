@@ -9,4 +9,4 @@ web, listener, scheduler, worker and ai here.
 from __future__ import annotations
 
 #: (name, command) pairs, in start order.
-PROCESSES: tuple[tuple[str, str], ...] = ()
+PROCESSES: tuple[tuple[str, str], ...] = (("listener", "haste listen"),)

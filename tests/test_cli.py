@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psycopg
@@ -74,11 +75,19 @@ def test_up_boots_migrates_and_stops_everything_on_ctrl_c(data_dir: Path) -> Non
         text=True,
     )
     lines: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if "Press Ctrl-C" in line:
-            break
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            started = sum(" started (pid=" in ln for ln in lines)
+            if any("Press Ctrl-C" in ln for ln in lines) and started >= len(PROCESSES):
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert ready.wait(120), "".join(lines)
     url = next(ln.split(": ", 1)[1].strip() for ln in lines if "PostgreSQL (embedded)" in ln)
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
@@ -86,7 +95,8 @@ def test_up_boots_migrates_and_stops_everything_on_ctrl_c(data_dir: Path) -> Non
         )
 
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 0, "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=90) == 0, "".join(lines)
+    reader.join(timeout=10)
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
     assert not (data_dir / "redis" / "redis.pid").exists()
 

@@ -1,0 +1,234 @@
+"""What event capture costs the CRM's writers: single-row UPDATE throughput, capture off/on.
+
+Starts its own embedded PostgreSQL in a temp dir, applies every migration, seeds 10,000
+contacts (spec table, all 11 indexes, no embeddings: the lightest baseline, so the capture's
+share is the largest) in 4 workspaces, and runs ``pgbench`` with
+
+    UPDATE contacts SET score = score + 1 WHERE id = <random contact>
+
+for 8 and 32 concurrent clients in these variants, interleaved in rounds so that drift on a
+shared machine hits all of them alike:
+
+* ``off``: ``ALTER TABLE contacts DISABLE TRIGGER USER`` (the baseline);
+* ``on``: the capture trigger of schemas/sql/0030_outbox.sql, listener busy (the state
+  under load: no NOTIFY);
+* ``on_listener_idle``: the same, but the wake-up flag left at idle, so every transaction
+  sends a NOTIFY (the worst case: a listener that never clears the flag);
+* ``anchor_notify_per_row``: the capture trigger plus a per-row ``pg_notify`` (what waking
+  the listener on every change would cost).
+
+Besides tps, it reports the server's CPU time per transaction (all postgres processes, from
+/proc), which is far less sensitive than tps to other work on the machine.
+
+Prints JSON and writes bench/results/capture.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.migrations import migrate
+from engine.services import EmbeddedPostgres, _pg_bin, ensure_database
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DBNAME = "bench_capture"
+CONTACTS = 10_000
+WORKSPACES = 4
+CLIENTS = (8, 32)
+VARIANTS = ("off", "on", "on_listener_idle", "anchor_notify_per_row")
+#: Contact ids are derived from 1..CONTACTS so pgbench can pick one with \set.
+ID_PREFIX = "00000000-0000-4000-9000-"
+
+SEED = f"""
+INSERT INTO workspaces (id, name, slug)
+SELECT ('00000000-0000-4000-8000-' || lpad(w::text, 12, '0'))::uuid, 'ws ' || w, 'ws-' || w
+FROM generate_series(1, {WORKSPACES}) w;
+
+INSERT INTO contacts (id, workspace_id, email, first_name, last_name, phone, company, title,
+                      city, country, source, score, lifecycle_stage, custom_fields)
+SELECT ('{ID_PREFIX}' || lpad(n::text, 12, '0'))::uuid,
+       ('00000000-0000-4000-8000-' || lpad((1 + n % {WORKSPACES})::text, 12, '0'))::uuid,
+       'person' || n || '@example.com', 'First' || n, 'Last' || n, '+1 555 ' || n,
+       'Company ' || (n % 500), 'Head of Things', 'Springfield', 'US', 'import', n % 100,
+       (ARRAY['lead', 'MQL', 'SQL', 'customer'])[1 + n % 4],
+       jsonb_build_object('plan', 'pro', 'seats', n % 50, 'region', 'emea')
+FROM generate_series(1, {CONTACTS}) n;
+"""
+
+SCRIPT = (
+    f"\\set n random(1, {CONTACTS})\n"
+    f"UPDATE contacts SET score = score + 1"
+    f" WHERE id = ('{ID_PREFIX}' || lpad(:n::text, 12, '0'))::uuid;\n"
+)
+
+ANCHOR = """
+CREATE OR REPLACE FUNCTION bench_notify_per_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('haste_events', NEW.id::text);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER bench_notify_per_row AFTER UPDATE ON contacts
+    FOR EACH ROW EXECUTE FUNCTION bench_notify_per_row();
+"""
+
+
+def server_cpu_seconds(postmaster_pid: int) -> float | None:
+    """CPU time of the postmaster and all its children, live or reaped (Linux only)."""
+    if not Path("/proc").is_dir():
+        return None
+
+    def stat(pid: int | str) -> tuple[int, int] | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        # ppid, utime + stime + cutime + cstime (reaped children land in cutime/cstime)
+        return int(fields[1]), sum(int(x) for x in fields[11:15])
+
+    own = stat(postmaster_pid)
+    if own is None:
+        return None
+    ticks = own[1]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = stat(entry)
+            if st is not None and st[0] == postmaster_pid:
+                ticks += st[1]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def set_variant(conn: psycopg.Connection, variant: str) -> None:
+    """Switch triggers and the wake-up flag; untimed, before each run."""
+    conn.execute("ALTER TABLE contacts DISABLE TRIGGER USER")
+    if variant != "off":
+        conn.execute("ALTER TABLE contacts ENABLE TRIGGER haste_capture")
+    if variant == "anchor_notify_per_row":
+        conn.execute("ALTER TABLE contacts ENABLE TRIGGER bench_notify_per_row")
+    conn.execute("SELECT haste_listener_idle(%s)", (variant == "on_listener_idle",))
+    conn.execute("TRUNCATE automation_events")
+    conn.execute("VACUUM (ANALYZE) contacts")
+    conn.execute("CHECKPOINT")
+
+
+def run_pgbench(pg: EmbeddedPostgres, script: Path, clients: int, seconds: int) -> dict:
+    pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    cpu_before = server_cpu_seconds(pid)
+    out = subprocess.run(
+        [
+            str(_pg_bin("pgbench")),
+            "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds),
+            "-f", str(script), "-h", pg.socket_dir, "-U", "postgres", DBNAME,
+        ],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    time.sleep(0.3)  # let the postmaster reap the clients' backends
+    cpu_after = server_cpu_seconds(pid)
+    tps = float(re.search(r"tps = ([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+    txns = int(re.search(r"actually processed: (\d+)", out.stdout).group(1))  # type: ignore[union-attr]
+    cpu_us = None
+    if cpu_before is not None and cpu_after is not None and txns:
+        cpu_us = round((cpu_after - cpu_before) / txns * 1e6, 1)
+    return {"tps": round(tps, 1), "transactions": txns, "server_cpu_us_per_tx": cpu_us}
+
+
+def main(rounds: int, seconds: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="haste-bench-capture-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "pg").start()
+        try:
+            ensure_database(pg.url("postgres"), DBNAME)
+            url = pg.url(DBNAME)
+            migrate(url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(SEED)
+                conn.execute(ANCHOR)
+                version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            script = Path(tmp) / "update_score.sql"
+            script.write_text(SCRIPT)
+
+            runs: dict[int, dict[str, list[dict]]] = {c: {v: [] for v in VARIANTS} for c in CLIENTS}
+            for r in range(rounds):
+                # Rotate the order each round so no variant always runs first or last.
+                order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
+                for clients in CLIENTS:
+                    for variant in order:
+                        with psycopg.connect(url, autocommit=True) as conn:
+                            set_variant(conn, variant)
+                        result = run_pgbench(pg, script, clients, seconds)
+                        runs[clients][variant].append(result)
+                        print(
+                            f"round {r + 1} clients {clients:2d} {variant:22s} {result}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        finally:
+            pg.stop()
+
+    summary: dict[str, dict] = {}
+    for clients, by_variant in runs.items():
+        base_tps = statistics.median(x["tps"] for x in by_variant["off"])
+        cpu_base = [x["server_cpu_us_per_tx"] for x in by_variant["off"]]
+        base_cpu = statistics.median(cpu_base) if None not in cpu_base else None
+        summary[str(clients)] = {}
+        for variant, results in by_variant.items():
+            tps = statistics.median(x["tps"] for x in results)
+            cpus = [x["server_cpu_us_per_tx"] for x in results]
+            cpu = statistics.median(cpus) if None not in cpus else None
+            summary[str(clients)][variant] = {
+                "tps_median": round(tps, 1),
+                "pct_of_baseline_tps": round(100 * tps / base_tps, 1),
+                "server_cpu_us_per_tx": cpu,
+                "pct_of_baseline_by_cpu": (
+                    round(100 * base_cpu / cpu, 1) if cpu and base_cpu else None
+                ),
+                "runs": results,
+            }
+    return {
+        "benchmark": "CRM write throughput with event capture off/on (bench/bench_capture.py)",
+        "statement": "UPDATE contacts SET score = score + 1 WHERE id = $1 (pgbench -M prepared)",
+        "postgres": version,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_at_end": os.getloadavg(),
+        "contacts": CONTACTS,
+        "workspaces": WORKSPACES,
+        "rounds": rounds,
+        "seconds_per_run": seconds,
+        "results": summary,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    parser.add_argument("--seconds", type=int, default=7, help="pgbench -T per run (default 7)")
+    args = parser.parse_args()
+    result = main(args.rounds, args.seconds)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "capture.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        json.dumps(
+            {k: v for k, v in result.items() if k != "results"}
+            | {
+                "results": {
+                    c: {v: {k: x[k] for k in x if k != "runs"} for v, x in by.items()}
+                    for c, by in result["results"].items()
+                }
+            },
+            indent=2,
+        )
+    )
