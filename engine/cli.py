@@ -213,6 +213,7 @@ def listen(rt: Runtime) -> None:
 
 # Command groups living in their own modules register themselves on import.
 from engine import cli_authoring as _cli_authoring  # noqa: E402,F401
+from engine import cli_operations as _cli_operations  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,8 +1,9 @@
 """``haste dry-run``: what an automation would do for one record or event, changing nothing.
 
 It runs the same pieces as a real run, in order: trigger match (:mod:`engine.matcher`),
-conditions with every leaf's actual value (:mod:`engine.conditions`), then each step's
-``if``, its rendered params (:mod:`engine.templating`) and its effect. Database actions
+conditions with every leaf's actual value (:mod:`engine.conditions`), then the same walk
+over the steps as the worker (:func:`engine.steps.walk`: each step's ``if``, its rendered
+params, branches, ``on_error``) with a runner that reports instead of recording. Database actions
 really run, inside one tenant transaction (RLS applies) that is rolled back at the end, so
 the report shows their actual output and later steps can template on it; each runs in a
 savepoint so a failing step is reported without aborting the rest. External actions
@@ -17,19 +18,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
 from actions import ACTIONS, ActionError, DatabaseAction, StepContext
-from engine import conditions, templating
+from engine import conditions
 from engine.automations import Workspace
 from engine.context import ENTITY_TABLES, build_context, load_record
 from engine.db import tenant_transaction
 from engine.definitions import TRIGGER_ENTITY, record_entity
 from engine.matcher import match_trigger, needs_change
+from engine.steps import Outcome, Step, StepError, walk
 from engine.values import json_safe
 
 #: Event type a bare record stands for, per entity, when the trigger has no own event.
@@ -198,8 +200,12 @@ def dry_run(
                     trigger_entity=entity,
                     trigger_entity_id=uuid.UUID(str(record_id)) if record_id else None,
                 )
-                _run_steps(
-                    conn, cur, doc.get("actions") or [], "/actions", context, step_ctx, report, now
+                walk(
+                    doc.get("actions") or [],
+                    _DryRunner(cur, step_ctx, report),
+                    context,
+                    on_error=str(doc.get("on_error") or "stop"),
+                    clock=lambda: now,
                 )
             raise psycopg.Rollback()
     except psycopg.Rollback:  # pragma: no cover - consumed by the transaction block
@@ -208,114 +214,86 @@ def dry_run(
     return report
 
 
-def _run_steps(
-    conn: psycopg.Connection[Any],
-    cur: psycopg.Cursor[Any],
-    steps: list[Mapping[str, Any]],
-    pointer: str,
-    context: dict[str, Any],
-    base: StepContext,
-    report: DryRunReport,
-    now: datetime,
-) -> bool:
-    """Run (or describe) ``steps`` in order; False when a failure stops the run."""
-    skip_to: str | None = None
-    for index, step in enumerate(steps):
-        ptr = f"{pointer}/{index}"
-        sid, kind = str(step.get("id")), str(step.get("type"))
-        if skip_to is not None and sid != skip_to:
-            report.steps.append(
-                StepReport(ptr, sid, kind, "not_reached", error=f"skipped by goto:{skip_to}")
+@dataclass
+class _DryRunner:
+    """The dry-run's effects for :func:`engine.steps.walk`: database actions run in a
+    savepoint of the rolled-back transaction, everything else is described."""
+
+    cur: psycopg.Cursor[Any]
+    base: StepContext
+    report: DryRunReport
+
+    def prior(self, step: Step) -> Outcome | None:
+        return None  # a dry run starts from nothing
+
+    def settle(
+        self,
+        step: Step,
+        outcome: Outcome,
+        *,
+        condition: conditions.Evaluation | None = None,
+        params: Any = None,
+    ) -> Outcome:
+        entry = self._entry(step, condition)
+        if outcome.status == "skipped":
+            entry.status = "skipped"
+        elif outcome.status == "failed":
+            entry.status, entry.error = "failed", outcome.error.message if outcome.error else None
+        elif step.type == "branch":
+            case = (outcome.output or {}).get("case")
+            entry.effect = {"case": f"cases/{case}/steps" if isinstance(case, int) else case}
+        return outcome
+
+    def run(
+        self, step: Step, params: Any, *, condition: conditions.Evaluation | None = None
+    ) -> Outcome:
+        entry = self._entry(step, condition)
+        entry.params = params
+        return _effect(self.cur, step, params, self.base, entry)
+
+    def not_reached(self, step: Step, goto: str) -> None:
+        self.report.steps.append(
+            StepReport(
+                step.pointer, step.id, step.type, "not_reached", error=f"skipped by goto:{goto}"
             )
-            continue
-        skip_to = None
-        entry = StepReport(ptr, sid, kind, "would_run")
-        report.steps.append(entry)
-        if step.get("if") is not None:
-            cond = conditions.evaluate(step["if"], context, now=now)
-            entry.condition = cond.as_dict()
-            if not cond.matched:
-                entry.status = "skipped"
-                continue
-        try:
-            params = templating.render_params(step.get("params") or {}, context)
-        except templating.TemplateError as exc:
-            entry.status, entry.error = "failed", str(exc)
-        else:
-            entry.params = params
-            if kind == "branch":
-                chosen, label = _choose_case(params, step.get("params") or {}, context, now)
-                entry.effect = {"case": label}
-                entry.params = None
-                if not _run_steps(
-                    conn, cur, chosen, f"{ptr}/params/{label}", context, base, report, now
-                ):
-                    return False
-                continue
-            _effect(conn, cur, kind, params, base, sid, entry, context)
-        if entry.status == "failed":
-            policy = str(step.get("on_error") or "stop")
-            if policy == "continue":
-                continue
-            if policy.startswith("goto:"):
-                skip_to = policy.removeprefix("goto:")
-                continue
-            return False
-    return True
+        )
 
-
-def _choose_case(
-    rendered: Mapping[str, Any], raw: Mapping[str, Any], context: dict[str, Any], now: datetime
-) -> tuple[list[Mapping[str, Any]], str]:
-    for i, case in enumerate(raw.get("cases") or []):
-        if conditions.evaluate(case.get("if"), context, now=now).matched:
-            return list(case.get("steps") or []), f"cases/{i}/steps"
-    return list(raw.get("default") or []), "default"
+    def _entry(self, step: Step, condition: conditions.Evaluation | None) -> StepReport:
+        entry = StepReport(step.pointer, step.id, step.type, "would_run")
+        if condition is not None:
+            entry.condition = condition.as_dict()
+        self.report.steps.append(entry)
+        return entry
 
 
 def _effect(
-    conn: psycopg.Connection[Any],
-    cur: psycopg.Cursor[Any],
-    kind: str,
-    params: Any,
-    base: StepContext,
-    step_id: str,
-    entry: StepReport,
-    context: dict[str, Any],
-) -> None:
-    step = StepContext(
-        workspace_id=base.workspace_id,
-        step_id=step_id,
-        idempotency_key=f"dry-run:{step_id}",
-        trigger_entity=base.trigger_entity,
-        trigger_entity_id=base.trigger_entity_id,
-    )
-    if kind == "delay":
+    cur: psycopg.Cursor[Any], step: Step, params: Any, base: StepContext, entry: StepReport
+) -> Outcome:
+    step_ctx = replace(base, step_id=step.id, idempotency_key=f"dry-run:{step.id}")
+    if step.type == "delay":
         entry.effect = {"would": "wait", "params": params}
-        return
-    if kind == "ai_task":
+        return Outcome("completed")
+    if step.type == "ai_task":
         entry.effect = {
             "would": f"create an ai_task of type {params.get('task_type')} and wait for it"
         }
-        context["steps"][step_id] = {"output": None}
-        return
-    action = ACTIONS.get(kind)
+        return Outcome("completed")
+    action = ACTIONS.get(step.type)
     if action is None:
-        entry.status, entry.error = "failed", f"unknown step type {kind!r}"
-        return
-    entry.effect = action.describe(params, step)
-    if not isinstance(action, DatabaseAction):
-        entry.effect = {"not_called": True, **(entry.effect or {})}
-        context["steps"][step_id] = {"output": None}
-        return
+        entry.status, entry.error = "failed", f"unknown step type {step.type!r}"
+        return Outcome("failed", error=StepError("validation", entry.error))
     try:
-        with conn.transaction():
-            output = action.run(cur, params, step)
+        entry.effect = action.describe(params, step_ctx)
+        if not isinstance(action, DatabaseAction):
+            entry.effect = {"not_called": True, **(entry.effect or {})}
+            return Outcome("completed")
+        with cur.connection.transaction():
+            output = action.run(cur, params, step_ctx)
     except ActionError as exc:
         entry.status, entry.error = "failed", f"{exc.error_class}: {exc}"
-        return
+        return Outcome("failed", error=StepError(exc.error_class, exc.message))
     entry.effect = {**(entry.effect or {}), "output": output}
-    context["steps"][step_id] = {"output": output}
+    return Outcome("completed", output)
 
 
 def render_report(report: DryRunReport) -> str:

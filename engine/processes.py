@@ -9,4 +9,8 @@ web, listener, scheduler, worker and ai here.
 from __future__ import annotations
 
 #: (name, command) pairs, in start order.
-PROCESSES: tuple[tuple[str, str], ...] = (("listener", "haste listen"),)
+PROCESSES: tuple[tuple[str, str], ...] = (
+    ("listener", "haste listen"),
+    ("worker", "haste worker"),
+    ("ai", "haste worker --queues ai"),
+)
