@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 up: $(STAMP)
-	$(VENV)/bin/haste up
+	$(VENV)/bin/haste up --demo
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

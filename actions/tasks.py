@@ -54,7 +54,15 @@ def due_of(params: Params, now: datetime) -> tuple[date | None, time | None]:
     due_date = due_time = None
     if params.get("due_date"):
         try:
-            due_date = date.fromisoformat(params["due_date"])
+            # A template that is exactly "{{ deal.expected_close_date }}" keeps its native
+            # type: a date (or a timestamp, whose calendar day is meant) arrives as such.
+            raw = params["due_date"]
+            if isinstance(raw, datetime):
+                due_date = raw.date()
+            elif isinstance(raw, date):
+                due_date = raw
+            else:
+                due_date = date.fromisoformat(str(raw))
         except ValueError as exc:
             raise ActionError(
                 "validation",

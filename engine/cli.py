@@ -163,8 +163,9 @@ def _wait_for_signal() -> None:
 
 @main.command()
 @click.option("--no-processes", is_flag=True, help="Only start services and migrate.")
+@click.option("--demo", is_flag=True, help="Seed the demo workspace and run demo traffic too.")
 @pass_runtime
-def up(rt: Runtime, no_processes: bool) -> None:
+def up(rt: Runtime, no_processes: bool, demo: bool) -> None:
     """Start services, migrate, then run every process until Ctrl-C."""
     from engine.migrations import MigrationError, migrate
     from engine.processes import PROCESSES
@@ -176,6 +177,13 @@ def up(rt: Runtime, no_processes: bool) -> None:
     except MigrationError as exc:
         raise click.ClickException(str(exc)) from None
     procs = [] if no_processes else list(PROCESSES)
+    if demo:
+        from engine.cli_demo import seed_database
+
+        seed_database(services.database_url)
+        # Not in PROCESSES: the Procfile is what production runs, and it has no demo.
+        if not no_processes:
+            procs.append(("traffic", "haste demo traffic"))
     _print_banner(services, [name for name, _ in procs])
     click.echo(f"  ready in {time.monotonic() - started:.2f}s", err=True)
     if not procs:
@@ -183,7 +191,8 @@ def up(rt: Runtime, no_processes: bool) -> None:
         click.echo("stopping")
         return
     from honcho.manager import SIGNALS as HONCHO_SIGNALS
-    from honcho.manager import Manager
+
+    from engine.supervisor import Supervisor, supervised_env
 
     env = dict(os.environ)
     # The processes run `haste ...` from this interpreter's environment, activated or not.
@@ -191,7 +200,11 @@ def up(rt: Runtime, no_processes: bool) -> None:
     env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
     env["DATABASE_URL"] = services.database_url
     env["REDIS_URL"] = services.redis_url
-    manager = Manager()
+    env.update(supervised_env(rt.settings))  # one metrics directory for the host
+    manager = Supervisor(
+        state_file=rt.settings.data_dir / "processes.json",
+        stop_timeout=rt.settings.shutdown_timeout,
+    )
     for name, command in procs:
         manager.add_process(name, command, env=env)
     manager.loop()
@@ -212,8 +225,12 @@ def listen(rt: Runtime) -> None:
 
 
 # Command groups living in their own modules register themselves on import.
+from engine import cli_ai as _cli_ai  # noqa: E402,F401
 from engine import cli_authoring as _cli_authoring  # noqa: E402,F401
+from engine import cli_demo as _cli_demo  # noqa: E402,F401
 from engine import cli_operations as _cli_operations  # noqa: E402,F401
+from engine import cli_schedule as _cli_schedule  # noqa: E402,F401
+from engine import cli_web as _cli_web  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

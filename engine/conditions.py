@@ -688,7 +688,7 @@ def _parse_options(
     type_name_ = node.get("type") if "type" in spec.options else None
     kind: Kind | None = None
     if type_name_ is not None:
-        if type_name_ not in spec.forced_types:
+        if not isinstance(type_name_, str) or type_name_ not in spec.forced_types:
             allowed = ", ".join(t for t in LEAF_TYPES if t in spec.forced_types)
             defects.append(
                 _Defect(

@@ -186,7 +186,7 @@ def _execution_params(event: Mapping[str, Any], cand: Candidate, depth: int) -> 
         "depth": depth,
         "run_once": cand.run_once,
         "exclusive": cand.reenrollment == "not_while_active",
-        "context": Jsonb(json_safe(snapshot)),
+        "context": Jsonb(json_safe(snapshot, cut=False)),
     }
 
 

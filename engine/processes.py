@@ -10,7 +10,9 @@ from __future__ import annotations
 
 #: (name, command) pairs, in start order.
 PROCESSES: tuple[tuple[str, str], ...] = (
+    ("web", "haste web"),
     ("listener", "haste listen"),
+    ("scheduler", "haste schedule"),
     ("worker", "haste worker"),
     ("ai", "haste worker --queues ai"),
 )

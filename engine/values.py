@@ -528,13 +528,17 @@ def shift(instant: datetime, duration: Duration, sign: int, tz: tzinfo) -> datet
 # --- traces ------------------------------------------------------------------------------
 
 
-def json_safe(value: Any, *, _depth: int = 0) -> Any:
-    """A JSON-serialisable copy for traces: Decimal as its exact text, instants and days as
-    ISO-8601, long strings and collections cut (marked with "…")."""
+def json_safe(value: Any, *, cut: bool = True, _depth: int = 0) -> Any:
+    """A JSON-serialisable copy: Decimal as its exact text, instants and days as ISO-8601.
+
+    ``cut`` (the default, for traces and reports) shortens long strings and collections
+    (marked with "…"); data that is stored and used again (payloads, snapshots) passes
+    ``cut=False`` and is only converted, never shortened.
+    """
     cls = type(value)
     if cls is int or cls is bool or value is None:
         return value
-    if cls is str and len(value) <= TRACE_MAX_CHARS:
+    if cls is str and (not cut or len(value) <= TRACE_MAX_CHARS):
         return value
     if value is None or isinstance(value, bool | int):
         return value
@@ -548,19 +552,20 @@ def json_safe(value: Any, *, _depth: int = 0) -> Any:
         return value.isoformat()
     if isinstance(value, UUID):
         return str(value)
-    if _depth >= MAX_NESTING:
+    if cut and _depth >= MAX_NESTING:
         return "…"
+    limit = TRACE_MAX_ITEMS if cut else None
     if is_mapping(value):
         out: dict[str, Any] = {}
         for i, (k, v) in enumerate(value.items()):
-            if i >= TRACE_MAX_ITEMS:
-                out["…"] = f"{len(value) - TRACE_MAX_ITEMS} more"
+            if limit is not None and i >= limit:
+                out["…"] = f"{len(value) - limit} more"
                 break
-            out[str(k)] = json_safe(v, _depth=_depth + 1)
+            out[str(k)] = json_safe(v, cut=cut, _depth=_depth + 1)
         return out
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-        items = [json_safe(v, _depth=_depth + 1) for v in value[:TRACE_MAX_ITEMS]]
-        if len(value) > TRACE_MAX_ITEMS:
-            items.append(f"… {len(value) - TRACE_MAX_ITEMS} more")
+        items = [json_safe(v, cut=cut, _depth=_depth + 1) for v in value[:limit]]
+        if limit is not None and len(value) > limit:
+            items.append(f"… {len(value) - limit} more")
         return items
     return f"<{type(value).__name__}>"

@@ -115,3 +115,12 @@ def test_a_malformed_due_date_is_a_validation_error():
         due_of({"due_date": "next tuesday"}, datetime.now(UTC))
 
     assert caught.value.error_class == "validation"
+
+
+def test_due_date_given_as_a_native_date_is_accepted() -> None:
+    from datetime import UTC, date, datetime
+
+    from actions.tasks import due_of
+
+    assert due_of({"due_date": date(2026, 12, 1)}, datetime.now(UTC)) == (date(2026, 12, 1), None)
+    assert due_of({"due_date": "2026-12-01"}, datetime.now(UTC)) == (date(2026, 12, 1), None)

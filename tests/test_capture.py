@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from engine.db import tenant_transaction
 from engine.events import Event, trigger_types
+from schemas import SQL_DIR
 
 CHANNEL = "haste_events"
 
@@ -92,7 +93,7 @@ def events(db: psycopg.Connection[Any], since: int = 0) -> list[Event]:
     """Outbox rows after id ``since``, oldest first, read as the owner (all workspaces)."""
     with db.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT * FROM automation_events WHERE id > %s ORDER BY id", (since,)
+            "SELECT * FROM public.automation_events WHERE id > %s ORDER BY id", (since,)
         ).fetchall()
     return [Event.from_row(r) for r in rows]
 
@@ -598,6 +599,24 @@ def test_a_workspace_sees_only_its_own_events(db: psycopg.Connection[Any]) -> No
     assert rows == [(b, "b@b.test")]
 
 
+def test_capture_ignores_the_callers_search_path_and_temp_tables(
+    db: psycopg.Connection[Any], ws: uuid.UUID, contact: uuid.UUID
+) -> None:
+    since = last_event_id(db)
+
+    with tenant_transaction(db, ws) as cur:
+        cur.execute(
+            "CREATE TEMP TABLE automation_events (LIKE public.automation_events) ON COMMIT DROP"
+        )
+        cur.execute("SET LOCAL search_path = pg_temp, pg_catalog")
+        cur.execute("UPDATE public.contacts SET score = 90 WHERE id = %s", (contact,))
+        cur.execute("SELECT count(*) FROM pg_temp.automation_events")
+        in_temp = cur.fetchone()
+
+    assert in_temp == (0,)
+    assert [e.event_type for e in events(db, since)] == ["contact_updated"]
+
+
 # ---------------------------------------------------------------------------
 # Wake-ups
 # ---------------------------------------------------------------------------
@@ -679,3 +698,13 @@ def test_event_ids_are_not_cached_so_one_records_events_follow_its_commits(
     ).fetchone()
 
     assert cache == (1,)
+
+
+def test_the_migration_can_run_again(db: psycopg.Connection[Any], contact: uuid.UUID) -> None:
+    with db.transaction():
+        db.execute((SQL_DIR / "0030_outbox.sql").read_text().encode())
+    since = last_event_id(db)
+    db.execute("UPDATE contacts SET score = 90 WHERE id = %s", (contact,))
+
+    assert [e.event_type for e in events(db, since)] == ["contact_updated"]
+    assert events(db, 0)[0].event_type == "contact_created"  # earlier events are kept

@@ -1364,3 +1364,9 @@ def test_json_schema_rejects_what_check_rejects(tree: Any) -> None:
     validator = jsonschema.Draft202012Validator(condition_json_schema())
     assert list(validator.iter_errors(tree)) != []
     assert check(tree, lambda _: None) != []
+
+
+def test_non_string_type_option_is_a_malformed_leaf_not_an_internal_error() -> None:
+    result = evaluate({"field": "a", "op": "eq", "value": 1, "type": []}, {"a": 1})
+
+    assert result.error is not None and result.error.code == "malformed"

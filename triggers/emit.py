@@ -45,7 +45,7 @@ def emit_event(
             "automation_id": automation_id,
             "entity_type": entity_type,
             "entity_id": entity_id,
-            "payload": Jsonb(json_safe(dict(payload or {}))),
+            "payload": Jsonb(json_safe(dict(payload or {}), cut=False)),
         },
     ).fetchone()
     assert row is not None

@@ -39,7 +39,7 @@ QUEUES = ("automations", "ai", "maintenance")
 EXECUTION_QUEUE = "automations"
 EXECUTION_ACTOR = "run_execution"
 """Actor of queue ``automations``: ``run_execution(execution_id: str)``."""
-ACTOR_MODULES: tuple[str, ...] = ("workers.actors",)
+ACTOR_MODULES: tuple[str, ...] = ("workers.actors", "workers.ai")
 """Modules whose import registers actors; ``haste worker`` has Dramatiq import each, whatever
 its ``--queues`` (so an automations worker can send ``process_ai_task`` directly, and the
 ``ai`` process knows its actors). ``workers.ai`` is the AI worker's (issue 8)."""

@@ -6,26 +6,34 @@
 -- set by a listener, attempts/error on failure) -> processed (processed_at set). The
 -- listener owns every transition after the INSERT; the triggers only insert.
 --
--- What the writer pays (bench/bench_capture.py; 2 cores, embedded PG 18, spec contacts with
--- its 11 indexes, single-row UPDATE of score; figures in bench/README.md): the cost of a
--- trigger is what it encodes per row, and most of that is per-transaction set-up of
--- expressions, not their evaluation. Measured in-server per UPDATE on a 48 us baseline:
---   outbox row with ids only                              +19 us
---   generated per-column IS DISTINCT FROM + CASE (44 cols) +57 us
---   hstore diff + to_jsonb(OLD)/to_jsonb(NEW) minus keys    +58 us
---   hstore diff + per-changed-column typed values (chosen)  +47 us
---   + wake-up check: sequence read in the row trigger       +5 us
---                    statement trigger reading a table     +10 us
--- hstore(NEW) - hstore(OLD) is a C-level diff of the text forms; the few changed values are
--- then cast back to their column type so the jsonb carries numbers, booleans, objects and
--- ISO timestamps exactly as to_jsonb() would. Columns that the engine itself writes in bulk
--- (embedding: 1536 floats) or that say nothing (updated_at) are blanked before the diff,
--- so they are never converted, never compared and never copied.
+-- What the writer pays (docs/schema-changes.md has the figures and how they were taken).
+-- In-server CPU per single-row UPDATE of contacts.score (spec table, 11 indexes; baseline
+-- ~52 us), min of 9 runs of 4,000 one-row transactions, embedded PG 18:
+--   outbox row with ids only                                        +22 us
+--   the same + CHECK lists on the outbox (re-read per INSERT)        +60 us  rejected
+--   generated per-column IS DISTINCT FROM + CASE over 44 columns     +57 us  rejected
+--   hstore diff + to_jsonb(OLD)/to_jsonb(NEW) minus unchanged keys   +58 us  rejected
+--   hstore diff + changed values cast back to their type (chosen)    +52 us
+--   wake-up check: sequence read in the row trigger +1..5 us; statement trigger
+--   reading a one-row table +10 us (rejected)
+--   SET search_path on the SECURITY DEFINER function: ~+10 us through pgbench (rejected:
+--   the bodies are schema-qualified instead)
+-- Most of a plpgsql trigger's cost is per-transaction set-up of its expressions, not their
+-- evaluation, so the body is kept to a few small statements. hstore(NEW) - hstore(OLD) is a
+-- C-level diff of the text forms; the few changed values are then cast back to their
+-- column type so the jsonb carries numbers, booleans, objects and ISO timestamps exactly as
+-- to_jsonb() would. Columns that the engine writes in bulk (embedding: 1536 floats) or that
+-- say nothing (updated_at) are blanked before the diff: never converted, compared or copied.
 --
--- Rejected: per-row pg_notify (serialises every writer's commit on a database-wide lock:
--- 17-34 % of baseline); a plain identity with CACHE > 1 (ids of one record would no longer
--- follow its commit order); an FK from the outbox to workspaces (every event would take a
--- KEY SHARE lock on the workspace row: a hot row shared by all writers).
+-- Rejected as well: per-row pg_notify (every notifying commit takes a database-wide lock:
+-- 12-44 % of baseline in bench_capture.py); an identity with CACHE > 1 (one record's
+-- events would no longer be numbered in its commit order); an FK from the outbox to
+-- workspaces (each event would KEY SHARE-lock the workspace row, a hot row shared by all
+-- writers); CHECK constraints on the outbox (above: tests keep the vocabulary in step).
+--
+-- Not captured: TRUNCATE (no row triggers fire); updates of a record that stays
+-- soft-deleted, and the purge of an already soft-deleted record (its deletion was
+-- announced when deleted_at was set). Undeleting (deleted_at back to NULL) is <entity>_updated.
 
 CREATE EXTENSION IF NOT EXISTS hstore;
 
@@ -143,6 +151,7 @@ CREATE TABLE IF NOT EXISTS automation_capture_tables (
     -- Blanked before the diff: never compared, converted or copied.
     ignored_columns TEXT[] NOT NULL DEFAULT '{updated_at}',
     -- SQL expression over NEW giving the insert event type; NULL: <entity_type>_created.
+    -- It runs under the caller's search_path: schema-qualify any function or operator.
     created_event TEXT,
     -- Which operations fire: activities are an append-only log, captured on insert only.
     operations TEXT[] NOT NULL DEFAULT '{insert,update,delete}',
@@ -169,6 +178,8 @@ ON CONFLICT (table_name) DO NOTHING;
 -- The expression that turns the text form `p_value` of column `col` back into the jsonb
 -- that to_jsonb() gives for the column's type. Types whose to_jsonb() is their text form
 -- (text, varchar, uuid, inet, ...) share the ELSE branch; every other type is cast back.
+-- Every name is schema-qualified: the generated trigger runs under the caller's search_path
+-- (see haste_capture_install).
 CREATE OR REPLACE FUNCTION haste_capture_typed_value(
     p_table regclass, p_ignored text[], p_value text)
 RETURNS text
@@ -180,32 +191,42 @@ DECLARE
     r record;
 BEGIN
     FOR r IN
-        SELECT a.atttypid::regtype::text AS typ,
+        SELECT format('%I.%I', n.nspname, t.typname) AS typ,
+               t.oid = 'jsonb'::regtype AS is_jsonb,
                array_agg(a.attname::text ORDER BY a.attnum) AS cols
           FROM pg_attribute a
+          JOIN pg_type t ON t.oid = a.atttypid
+          JOIN pg_namespace n ON n.oid = t.typnamespace
          WHERE a.attrelid = p_table AND a.attnum > 0 AND NOT a.attisdropped
            AND a.attname <> ALL (p_ignored)
            AND a.atttypid NOT IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype,
                                   'name'::regtype, 'uuid'::regtype, 'inet'::regtype,
                                   'cidr'::regtype)
-         GROUP BY a.atttypid
+         GROUP BY n.nspname, t.typname, t.oid
          ORDER BY min(a.attnum)
     LOOP
         branches := branches || format(
-            E'\n                WHEN col = ANY (%L::text[]) THEN %s',
+            E'\n                WHEN col OPERATOR(pg_catalog.=) ANY (%L::pg_catalog.text[]) THEN %s',
             r.cols,
-            CASE WHEN r.typ = 'jsonb' THEN format('(%s)::jsonb', p_value)
-                 ELSE format('to_jsonb((%s)::%s)', p_value, r.typ) END);
+            CASE WHEN r.is_jsonb THEN format('(%s)::pg_catalog.jsonb', p_value)
+                 ELSE format('pg_catalog.to_jsonb((%s)::%s)', p_value, r.typ) END);
     END LOOP;
     IF branches = '' THEN
-        RETURN format('to_jsonb(%s)', p_value);
+        RETURN format('pg_catalog.to_jsonb(%s)', p_value);
     END IF;
     RETURN format('CASE%s
-                ELSE to_jsonb(%s) END', branches, p_value);
+                ELSE pg_catalog.to_jsonb(%s) END', branches, p_value);
 END
 $$;
 
 -- (Re)creates haste_capture_<table>() and the trigger haste_capture on the table.
+--
+-- The generated function is SECURITY DEFINER (tenant code, haste_app, may not write the
+-- outbox) but has no SET search_path: measured through pgbench, a SET clause on the trigger
+-- function cost the writer ~10 us of CPU per UPDATE (the setting is switched and restored
+-- on every call). Instead every table, type, function and operator in the body is
+-- schema-qualified, so nothing a caller puts on its search_path (or in pg_temp) can be
+-- picked up with the owner's rights (tests/test_capture.py checks the pg_temp case).
 CREATE OR REPLACE FUNCTION haste_capture_install(p_table text)
 RETURNS void
 LANGUAGE plpgsql
@@ -214,7 +235,7 @@ AS $gen$
 DECLARE
     cfg public.automation_capture_tables;
     rel regclass;
-    hstore_schema text;
+    hs text;  -- the schema of the hstore extension, quoted
     fn text := 'haste_capture_' || p_table;
     blank_new text := '';
     blank_old text := '';
@@ -224,7 +245,7 @@ DECLARE
 BEGIN
     SELECT * INTO STRICT cfg FROM public.automation_capture_tables WHERE table_name = p_table;
     rel := format('public.%I', p_table)::regclass;
-    SELECT extnamespace::regnamespace::text INTO STRICT hstore_schema
+    SELECT quote_ident(extnamespace::regnamespace::text) INTO STRICT hs
       FROM pg_extension WHERE extname = 'hstore';
     FOREACH col IN ARRAY cfg.ignored_columns LOOP
         IF EXISTS (SELECT 1 FROM pg_attribute
@@ -238,20 +259,20 @@ BEGIN
 
     -- One branch per captured operation; the hot one (UPDATE) first.
     IF 'update' = ANY (cfg.operations) THEN
-        branches := branches || format($branch$TG_OP = 'UPDATE' THEN
+        branches := branches || format($branch$TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
         %1$s
         %2$s
         %3$s
-        hn := hstore(NEW);
-        ho := hstore(OLD);
-        d := hn - ho;
-        IF d = ''::hstore THEN
+        hn := %8$s.hstore(NEW);
+        ho := %8$s.hstore(OLD);
+        d := hn OPERATOR(%8$s.-) ho;
+        IF d OPERATOR(%8$s.=) ''::%8$s.hstore THEN
             RETURN NULL;  -- nothing but ignored columns changed
         END IF;
-        changed := akeys(d);
+        changed := %8$s.akeys(d);
         FOREACH col IN ARRAY changed LOOP
-            old_v := old_v || jsonb_build_object(col, %4$s);
-            new_v := new_v || jsonb_build_object(col, %5$s);
+            old_v := old_v OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(col, %4$s);
+            new_v := new_v OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(col, %5$s);
         END LOOP;
         %6$s
         INSERT INTO public.automation_events
@@ -264,8 +285,10 @@ BEGIN
             ELSE '' END,
             blank_new,
             blank_old,
-            public.haste_capture_typed_value(rel, cfg.ignored_columns, 'ho -> col'),
-            public.haste_capture_typed_value(rel, cfg.ignored_columns, 'd -> col'),
+            public.haste_capture_typed_value(rel, cfg.ignored_columns,
+                                             format('ho OPERATOR(%s.->) col', hs)),
+            public.haste_capture_typed_value(rel, cfg.ignored_columns,
+                                             format('d OPERATOR(%s.->) col', hs)),
             -- %6: deleted_at set from NULL is the record's deletion
             format('op := %L; ev := %L;', 'update', cfg.entity_type || '_updated')
             || CASE WHEN soft_delete THEN format(
@@ -273,71 +296,75 @@ BEGIN
                 ' op := %L; ev := %L; END IF;',
                 'delete', cfg.entity_type || '_deleted')
             ELSE '' END,
-            cfg.entity_type);
+            cfg.entity_type,
+            hs);
     END IF;
     IF 'insert' = ANY (cfg.operations) THEN
-        branches := branches || format($branch$TG_OP = 'INSERT' THEN
+        branches := branches || format($branch$TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
         %1$s
-        hn := hstore(NEW);
-        d := hn - hstore(OLD);  -- OLD is NULL: d holds the non-NULL columns
+        hn := %4$s.hstore(NEW);
+        d := hn OPERATOR(%4$s.-) %4$s.hstore(OLD);  -- OLD is NULL: d = the non-NULL columns
         INSERT INTO public.automation_events
             (workspace_id, entity_type, entity_id, operation, event_type,
              new_values, changed_fields)
         VALUES (NEW.workspace_id, %2$L, NEW.id, 'insert', %3$s,
-                to_jsonb(NEW) - akeys(hn - d), akeys(d));$branch$,
+                pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) %4$s.akeys(hn OPERATOR(%4$s.-) d),
+                %4$s.akeys(d));$branch$,
             blank_new,
             cfg.entity_type,
-            COALESCE(cfg.created_event, quote_literal(cfg.entity_type || '_created')));
+            COALESCE(cfg.created_event, quote_literal(cfg.entity_type || '_created')),
+            hs);
     END IF;
     IF 'delete' = ANY (cfg.operations) THEN
-        branches := branches || format($branch$TG_OP = 'DELETE' THEN
+        branches := branches || format($branch$TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
         %1$s
         %2$s
-        ho := hstore(OLD);
-        d := ho - hstore(NEW);  -- NEW is NULL: d holds the non-NULL columns
+        ho := %5$s.hstore(OLD);
+        d := ho OPERATOR(%5$s.-) %5$s.hstore(NEW);  -- NEW is NULL: d = the non-NULL columns
         INSERT INTO public.automation_events
             (workspace_id, entity_type, entity_id, operation, event_type,
              old_values, changed_fields)
         VALUES (OLD.workspace_id, %3$L, OLD.id, 'delete', %4$L,
-                to_jsonb(OLD) - akeys(ho - d), akeys(d));$branch$,
+                pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) %5$s.akeys(ho OPERATOR(%5$s.-) d),
+                %5$s.akeys(d));$branch$,
             -- %1: purging an already soft-deleted record announces nothing new
             CASE WHEN soft_delete THEN
                 'IF OLD.deleted_at IS NOT NULL THEN RETURN NULL; END IF;'
             ELSE '' END,
             blank_old,
             cfg.entity_type,
-            cfg.entity_type || '_deleted');
+            cfg.entity_type || '_deleted',
+            hs);
     END IF;
 
-    -- SECURITY DEFINER: tenant code (haste_app) cannot write the outbox itself. The fixed
-    -- search_path (pg_temp last) keeps a caller's objects out of the owner's rights.
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION public.%I() RETURNS trigger LANGUAGE plpgsql'
-        ' SECURITY DEFINER SET search_path = %s AS %L',
+        ' SECURITY DEFINER AS %L',
         fn,
-        CASE WHEN hstore_schema = 'public' THEN 'pg_catalog, public, pg_temp'
-             ELSE format('pg_catalog, %I, public, pg_temp', hstore_schema) END,
         format($body$
 -- Generated by haste_capture_install(%1$L) from automation_capture_tables; do not edit.
+-- Runs under the caller's search_path: every name below is schema-qualified.
 DECLARE
-    hn hstore;
-    ho hstore;
-    d hstore;
-    changed text[];
-    col text;
-    old_v jsonb := '{}';
-    new_v jsonb := '{}';
-    op text;
-    ev text;
+    hn %3$s.hstore;
+    ho %3$s.hstore;
+    d %3$s.hstore;
+    changed pg_catalog.text[];
+    col pg_catalog.text;
+    old_v pg_catalog.jsonb := '{}';
+    new_v pg_catalog.jsonb := '{}';
+    op pg_catalog.text;
+    ev pg_catalog.text;
 BEGIN
     IF %2$s
     END IF;
-    IF COALESCE(pg_sequence_last_value('public.automation_listener_idle'::regclass), 1) = 1 THEN
-        PERFORM pg_notify('haste_events', '');
+    IF COALESCE(pg_catalog.pg_sequence_last_value(
+                    'public.automation_listener_idle'::pg_catalog.regclass), 1)
+       OPERATOR(pg_catalog.=) 1 THEN
+        PERFORM pg_catalog.pg_notify('haste_events', '');
     END IF;
     RETURN NULL;
 END
-$body$, p_table, array_to_string(branches, E'\n    ELSIF ')));
+$body$, p_table, array_to_string(branches, E'\n    ELSIF '), hs));
     EXECUTE format('REVOKE ALL ON FUNCTION public.%I() FROM PUBLIC, haste_app', fn);
     EXECUTE format('DROP TRIGGER IF EXISTS haste_capture ON public.%I', p_table);
     EXECUTE format(
@@ -374,46 +401,55 @@ SELECT haste_capture_refresh();
 -- ---------------------------------------------------------------------------
 -- The tag row gives both the workspace and the name (one index probe). When the tag itself
 -- is being deleted (cascade) the contact gives the workspace; when both are gone (the
--- workspace is being deleted) there is nobody left to tell.
+-- workspace is being deleted) there is nobody left to tell. Like the generated functions:
+-- SECURITY DEFINER without SET search_path, every name schema-qualified.
 CREATE OR REPLACE FUNCTION haste_capture_contact_tags()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-    ws uuid;
-    tag_name text;
+    ws pg_catalog.uuid;
+    tag_name pg_catalog.text;
 BEGIN
-    IF TG_OP = 'UPDATE' AND NEW.contact_id = OLD.contact_id AND NEW.tag_id = OLD.tag_id THEN
+    IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE'
+       AND NEW.contact_id OPERATOR(pg_catalog.=) OLD.contact_id
+       AND NEW.tag_id OPERATOR(pg_catalog.=) OLD.tag_id THEN
         RETURN NULL;  -- only created_at changed
     END IF;
-    IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        SELECT t.workspace_id, t.name INTO ws, tag_name FROM public.tags t WHERE t.id = OLD.tag_id;
+    IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+        SELECT t.workspace_id, t.name INTO ws, tag_name
+          FROM public.tags t WHERE t.id OPERATOR(pg_catalog.=) OLD.tag_id;
         IF ws IS NULL THEN
-            SELECT c.workspace_id INTO ws FROM public.contacts c WHERE c.id = OLD.contact_id;
+            SELECT c.workspace_id INTO ws
+              FROM public.contacts c WHERE c.id OPERATOR(pg_catalog.=) OLD.contact_id;
         END IF;
         IF ws IS NOT NULL THEN
             INSERT INTO public.automation_events
                 (workspace_id, entity_type, entity_id, operation, event_type,
                  old_values, changed_fields)
             VALUES (ws, 'contact', OLD.contact_id, 'delete', 'contact_untagged',
-                    jsonb_build_object('tag_id', OLD.tag_id, 'tag_name', tag_name), '{tags}');
+                    pg_catalog.jsonb_build_object('tag_id', OLD.tag_id, 'tag_name', tag_name),
+                    '{tags}');
         END IF;
     END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    IF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN
         ws := NULL;
-        SELECT t.workspace_id, t.name INTO ws, tag_name FROM public.tags t WHERE t.id = NEW.tag_id;
+        SELECT t.workspace_id, t.name INTO ws, tag_name
+          FROM public.tags t WHERE t.id OPERATOR(pg_catalog.=) NEW.tag_id;
         IF ws IS NOT NULL THEN
             INSERT INTO public.automation_events
                 (workspace_id, entity_type, entity_id, operation, event_type,
                  new_values, changed_fields)
             VALUES (ws, 'contact', NEW.contact_id, 'insert', 'contact_tagged',
-                    jsonb_build_object('tag_id', NEW.tag_id, 'tag_name', tag_name), '{tags}');
+                    pg_catalog.jsonb_build_object('tag_id', NEW.tag_id, 'tag_name', tag_name),
+                    '{tags}');
         END IF;
     END IF;
-    IF COALESCE(pg_sequence_last_value('public.automation_listener_idle'::regclass), 1) = 1 THEN
-        PERFORM pg_notify('haste_events', '');
+    IF COALESCE(pg_catalog.pg_sequence_last_value(
+                    'public.automation_listener_idle'::pg_catalog.regclass), 1)
+       OPERATOR(pg_catalog.=) 1 THEN
+        PERFORM pg_catalog.pg_notify('haste_events', '');
     END IF;
     RETURN NULL;
 END
@@ -430,31 +466,34 @@ CREATE OR REPLACE FUNCTION haste_capture_email_tracking_events()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-    ws uuid;
+    ws pg_catalog.uuid;
+    v pg_catalog.jsonb;
 BEGIN
-    SELECT e.workspace_id INTO ws FROM public.emails e WHERE e.id = NEW.email_id;
+    SELECT e.workspace_id INTO ws FROM public.emails e WHERE e.id OPERATOR(pg_catalog.=) NEW.email_id;
     IF ws IS NULL THEN
         RETURN NULL;  -- unreachable while the foreign key holds
     END IF;
+    -- No nested objects in a tracking row, so stripping NULLs only drops unset columns.
+    v := pg_catalog.jsonb_strip_nulls(pg_catalog.to_jsonb(NEW))
+         OPERATOR(pg_catalog.-) '{id,email_id}'::pg_catalog.text[]
+         OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('tracking_event_id', NEW.id);
     INSERT INTO public.automation_events
         (workspace_id, entity_type, entity_id, operation, event_type,
          new_values, changed_fields)
-    SELECT ws, 'email', NEW.email_id, 'insert',
-           CASE NEW.event_type
-               WHEN 'open' THEN 'email_opened'
-               WHEN 'click' THEN 'email_clicked'
-               WHEN 'bounce' THEN 'email_bounced'
-               WHEN 'complaint' THEN 'email_complained'
-               WHEN 'unsubscribe' THEN 'email_unsubscribed'
-           END,
-           v, ARRAY(SELECT jsonb_object_keys(v))
-      FROM (SELECT jsonb_strip_nulls(to_jsonb(NEW) - 'id' - 'email_id')
-                   || jsonb_build_object('tracking_event_id', NEW.id) AS v) s;
-    IF COALESCE(pg_sequence_last_value('public.automation_listener_idle'::regclass), 1) = 1 THEN
-        PERFORM pg_notify('haste_events', '');
+    VALUES (ws, 'email', NEW.email_id, 'insert',
+            CASE WHEN NEW.event_type OPERATOR(pg_catalog.=) 'open' THEN 'email_opened'
+                 WHEN NEW.event_type OPERATOR(pg_catalog.=) 'click' THEN 'email_clicked'
+                 WHEN NEW.event_type OPERATOR(pg_catalog.=) 'bounce' THEN 'email_bounced'
+                 WHEN NEW.event_type OPERATOR(pg_catalog.=) 'complaint' THEN 'email_complained'
+                 WHEN NEW.event_type OPERATOR(pg_catalog.=) 'unsubscribe' THEN 'email_unsubscribed'
+            END,
+            v, ARRAY(SELECT pg_catalog.jsonb_object_keys(v)));
+    IF COALESCE(pg_catalog.pg_sequence_last_value(
+                    'public.automation_listener_idle'::pg_catalog.regclass), 1)
+       OPERATOR(pg_catalog.=) 1 THEN
+        PERFORM pg_catalog.pg_notify('haste_events', '');
     END IF;
     RETURN NULL;
 END
