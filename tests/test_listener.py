@@ -349,3 +349,22 @@ def test_stage_trigger_fires_on_the_named_stage(db: Conn, db_url: str, stage_nam
     listener(db_url).drain(db)
 
     assert decisions(db) == [("won-stage", "trigger_config_mismatch"), ("won-stage", "matched")]
+
+
+def test_listener_counts_processed_events_and_decisions(db: Conn, db_url: str) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    raw, ws = workspace(db)
+    automation(db, ws, "hot")
+    contact = make_contact(db, raw, score=0)
+    db.execute("UPDATE contacts SET score = 5 WHERE id = %s", (contact,))
+    processed = sample("haste_events_processed_total", {"result": "processed"})
+    matched = sample("haste_decisions_total", {"outcome": "matched"})
+
+    listener(db_url).drain(db)
+
+    assert sample("haste_events_processed_total", {"result": "processed"}) >= processed + 2
+    assert sample("haste_decisions_total", {"outcome": "matched"}) == matched + 1

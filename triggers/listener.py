@@ -35,12 +35,14 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
 
+from engine import metrics
 from engine.logs import get_logger
 from engine.matching import AutomationCache, match_event
 from engine.queries import query
@@ -125,6 +127,12 @@ class Listener:
 
     def process_batch(self, conn: psycopg.Connection[Any]) -> BatchResult:
         """Claim, match and complete one batch; enqueue after commit."""
+        with metrics.LISTENER_BATCH.time():
+            result = self._process_batch(conn)
+        _count(result)
+        return result
+
+    def _process_batch(self, conn: psycopg.Connection[Any]) -> BatchResult:
         result = BatchResult()
         with conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
@@ -145,11 +153,16 @@ class Listener:
                 cur.execute("SELECT set_config('app.workspace_id', '', true)")
             if done:
                 cur.execute(query("event_mark_processed"), {"ids": done})
+                now = datetime.now(UTC)
+                for event in events:
+                    if event["id"] in done and event.get("created_at"):
+                        metrics.LISTENER_LAG.observe((now - event["created_at"]).total_seconds())
             result.processed = len(done)
         if result.execution_ids:
             try:
                 self.enqueue(result.execution_ids)
             except Exception as exc:  # rows stay queued; the reaper re-sends them
+                metrics.ENQUEUE_FAILURES.labels(queue="automations").inc()
                 log.warning(
                     "enqueue failed; reaper will re-send",
                     error=str(exc),
@@ -238,6 +251,15 @@ class Listener:
                     break
             work_conn.execute("SELECT haste_listener_idle(false)")
             log.info("listener stopped", name=self.name)
+
+
+def _count(result: BatchResult) -> None:
+    """Prometheus counters of one batch (engine/metrics.py)."""
+    metrics.EVENTS_PROCESSED.labels(result="processed").inc(result.processed)
+    metrics.EVENTS_PROCESSED.labels(result="failed").inc(result.failed)
+    metrics.EXECUTIONS_CREATED.inc(len(result.execution_ids))
+    for outcome, n in result.decisions.items():
+        metrics.DECISIONS.labels(outcome=outcome).inc(n)
 
 
 def as_event(row: Mapping[str, Any]) -> dict[str, Any]:

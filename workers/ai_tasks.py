@@ -55,6 +55,7 @@ import jinja2
 import psycopg
 from psycopg.types.json import Jsonb
 
+from engine import metrics
 from engine.config import Settings
 from engine.db import system_transaction, tenant_transaction
 from engine.queries import query
@@ -567,6 +568,19 @@ class _Turn:
             )
             self.tokens += used_tokens
             self.cost += used_cost
+            model = (completion.model if completion else None) or route.model
+            metrics.AI_REQUESTS.labels(
+                route.provider, model, "ok" if completion else "failed"
+            ).inc()
+            metrics.AI_LATENCY.labels(route.provider).observe(elapsed / 1000)
+            if completion:
+                metrics.AI_TOKENS.labels(route.provider, model, "input").inc(
+                    completion.input_tokens
+                )
+                metrics.AI_TOKENS.labels(route.provider, model, "output").inc(
+                    completion.output_tokens
+                )
+                metrics.AI_COST.labels(route.provider, model).inc(used_cost)
             with self.tenant() as cur:
                 guardrails.settle(
                     cur, self.workspace_id, reservation, tokens=used_tokens, cents=used_cost

@@ -61,7 +61,7 @@ from psycopg_pool import ConnectionPool
 from actions import ACTIONS, ActionEnv, ActionError, DatabaseAction, StepContext
 from actions.base import KEY_NAMESPACE
 from actions.http import SECRET_HEADERS
-from engine import conditions, executions
+from engine import conditions, executions, metrics
 from engine.context import ENTITY_TABLES, build_context
 from engine.db import system_transaction, tenant_transaction
 from engine.definitions import parse_duration
@@ -331,6 +331,7 @@ class _Run:
             status = "completed"
         if not done:
             raise ClaimLost(str(self.held.id))
+        metrics.EXECUTIONS_FINISHED.labels(status=status).inc()
         return status
 
     def summary(self) -> list[dict[str, Any]]:
@@ -738,6 +739,7 @@ class _Run:
                 raise ClaimLost(str(self.held.id))
         if not decision.retry:
             return Outcome("failed", error=error)
+        metrics.STEP_RETRIES.labels(action=step.type, error_class=error.error_class).inc()
         enqueue_executions([self.held.id], delay_ms=int(decision.delay * 1000))
         self.suspension = "retrying"
         return Outcome("suspended", error=error)
@@ -781,6 +783,9 @@ class _Run:
         elapsed: int | None = None,
     ) -> None:
         """Write the step's record (fenced by the claim; see the SQL) and keep it in memory."""
+        if elapsed is not None:
+            outcome = "retry" if status == "running" else status
+            metrics.STEP_DURATION.labels(action=step.type, outcome=outcome).observe(elapsed / 1000)
         now = self.ex.clock()
         started = started or now
         finished = now if status in ("completed", "failed", "skipped") else None

@@ -26,6 +26,7 @@ from uuid import UUID
 
 import psycopg
 
+from engine import metrics
 from engine.config import Settings, load_settings
 from engine.db import system_transaction
 from engine.executions import REAP_BATCH
@@ -75,4 +76,7 @@ def reap(
         "execution_reap_unsent_many",
         {"grace": settings.reaper_grace if grace is None else grace},
     )
+    for kind, ids in (("resent", resent), ("recovered", recovered), ("failed", failed)):
+        if ids:
+            metrics.REAPER_RECOVERIES.labels(kind=kind).inc(len(ids))
     return ReapResult(resent=resent, recovered=recovered, failed=failed)
