@@ -31,6 +31,7 @@ from engine.context import ENTITY_TABLES, build_context, load_record
 from engine.db import tenant_transaction
 from engine.definitions import TRIGGER_ENTITY, record_entity
 from engine.matcher import match_trigger, needs_change
+from engine.matching import stage_names
 from engine.steps import Outcome, Step, StepError, walk
 from engine.values import json_safe
 
@@ -113,17 +114,6 @@ def _event_for(
     }
 
 
-def _names(cur: psycopg.Cursor[Any], record: Mapping[str, Any] | None) -> dict[str, str]:
-    """Pipeline and stage names of the workspace, for configs that name them."""
-    if not record or "pipeline_id" not in record:
-        return {}
-    rows = cur.execute(
-        "SELECT id::text AS id, name FROM pipelines UNION ALL"
-        " SELECT s.id::text, s.name FROM pipeline_stages s"
-    ).fetchall()
-    return {r["id"]: r["name"] for r in rows}
-
-
 def dry_run(
     conn: psycopg.Connection[Any],
     workspace: Workspace,
@@ -180,7 +170,12 @@ def dry_run(
                 }
                 trigger_ok = True
             else:
-                match = match_trigger(doc, the_event, record=row, names=_names(cur, row))
+                match = match_trigger(
+                    doc,
+                    the_event,
+                    record=row,
+                    names=stage_names(cur) if row and "pipeline_id" in row else {},
+                )
                 trigger = {"matched": match.matched, "reason": match.reason}
                 trigger_ok = match.matched
             evaluation = conditions.evaluate(doc.get("conditions"), context, now=now)

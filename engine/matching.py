@@ -133,7 +133,8 @@ def _decide(
     )
 
 
-def _names(cur: psycopg.Cursor[Any]) -> dict[str, str]:
+def stage_names(cur: psycopg.Cursor[Any]) -> dict[str, str]:
+    """Pipeline and stage names of the workspace (id → name), for configs that name them."""
     return {r["id"]: r["name"] for r in cur.execute(query("pipeline_and_stage_names"))}
 
 
@@ -240,7 +241,7 @@ def match_event(
             if context is None:
                 context, record = _context(cur, event, workspace)
             if cand.trigger_type == "deal_stage_changed" and names is None:
-                names = _names(cur)
+                names = stage_names(cur)
             match = match_trigger(cand.as_trigger(), ev, record=record, names=names or {})
             if not match:
                 _decide(cur, event, cand, "trigger_config_mismatch", {"reason": match.reason})

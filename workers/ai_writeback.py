@@ -13,7 +13,7 @@
 
 JSON columns are merged (``||``) under one key per task type, so other keys (a vendor's
 enrichment, a human's notes) survive. The field lists are ``engine.cycles.AI_WRITES``,
-which the deploy-time cycle check reads; a test keeps :data:`WRITE_BACK` equal to it.
+which the deploy-time cycle check reads; :data:`WRITE_BACK` is that same table.
 
 Everything runs on the caller's tenant transaction (role ``haste_app``, RLS), the same
 transaction that marks the task completed: the output and its write-back commit together
@@ -34,21 +34,14 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from actions.base import KEY_NAMESPACE, insert_once, workspace_owner
+from engine.cycles import AI_WRITES
 from engine.queries import query
 
 Cursor = psycopg.Cursor[Any]
 
-#: task type → entity → columns an update touches (== engine.cycles.AI_WRITES).
-WRITE_BACK: Mapping[str, Mapping[str, frozenset[str]]] = {
-    "lead_scoring": {
-        "contact": frozenset({"score", "ai_insights"}),
-        "deal": frozenset({"ai_score", "ai_insights", "ai_predicted_close_date"}),
-    },
-    "contact_enrichment": {"contact": frozenset({"enrichment_data", "enrichment_updated_at"})},
-    "sentiment_analysis": {"email": frozenset({"sentiment", "ai_analysis"})},
-    "classification": {"email": frozenset({"category", "priority", "ai_analysis"})},
-    "entity_extraction": {"email": frozenset({"ai_analysis"})},
-}
+#: task type → entity → columns an update touches. One table, shared with the deploy-time
+#: cycle check, so the check can never assume other writes than the ones made here.
+WRITE_BACK: Mapping[str, Mapping[str, frozenset[str]]] = AI_WRITES
 #: Task types whose output becomes a note on the record.
 NOTE_TASKS = frozenset({"summarization", "meeting_summary"})
 NOTE_ENTITIES = ("contact", "company", "deal", "email")
