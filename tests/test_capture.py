@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import errors
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from engine.db import tenant_transaction
 from engine.events import Event, trigger_types
@@ -89,13 +90,33 @@ def make_email(db: psycopg.Connection[Any], ws: uuid.UUID, *, is_sent: bool = Fa
     return row[0]
 
 
+#: The outbox row as the listener's claim hands it over: an UPDATE's values typed.
+TYPED_EVENTS = """
+SELECT e.*,
+       CASE WHEN values_raw THEN haste_capture_typed(entity_type, old_values)
+            ELSE old_values END AS old_values,
+       CASE WHEN values_raw THEN haste_capture_typed(entity_type, new_values)
+            ELSE new_values END AS new_values
+FROM public.automation_events e WHERE id > %s ORDER BY id
+"""
+
+
 def events(db: psycopg.Connection[Any], since: int = 0) -> list[Event]:
-    """Outbox rows after id ``since``, oldest first, read as the owner (all workspaces)."""
+    """Outbox rows after id ``since``, oldest first, read as the owner (all workspaces),
+    with values typed as the listener's claim types them."""
     with db.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT * FROM public.automation_events WHERE id > %s ORDER BY id", (since,)
-        ).fetchall()
+        rows = cur.execute(TYPED_EVENTS, (since,)).fetchall()
     return [Event.from_row(r) for r in rows]
+
+
+def raw_values(db: psycopg.Connection[Any], event_id: int) -> tuple[Any, ...]:
+    """What the writer stored: (values_raw, old_values, new_values)."""
+    row = db.execute(
+        "SELECT values_raw, old_values, new_values FROM automation_events WHERE id = %s",
+        (event_id,),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
 
 
 def last_event_id(db: psycopg.Connection[Any]) -> int:
@@ -676,17 +697,47 @@ def test_tenant_code_cannot_flip_the_listener_flag(
 # ---------------------------------------------------------------------------
 
 
-def test_a_new_column_is_typed_after_haste_capture_refresh(
+def test_a_new_column_is_typed_without_regenerating_the_trigger(
     db: psycopg.Connection[Any], contact: uuid.UUID
 ) -> None:
     db.execute("ALTER TABLE contacts ADD COLUMN nps integer")
     db.execute("UPDATE contacts SET nps = 7 WHERE id = %s", (contact,))
-    db.execute("SELECT haste_capture_refresh()")
-    db.execute("UPDATE contacts SET nps = 9 WHERE id = %s", (contact,))
 
-    before, after = events(db)[-2:]
-    assert before.new_values == {"nps": "7"}  # captured, as text, until regenerated
-    assert after.new_values == {"nps": 9}
+    (event,) = events(db)[-1:]
+    assert (event.old_values, event.new_values) == ({"nps": None}, {"nps": 7})
+
+
+def test_an_update_stores_text_forms_for_the_listener_to_type(
+    db: psycopg.Connection[Any], contact: uuid.UUID
+) -> None:
+    since = last_event_id(db)
+    db.execute(
+        'UPDATE contacts SET score = 90, custom_fields = \'{"plan": "pro"}\' WHERE id = %s',
+        (contact,),
+    )
+
+    (event,) = events(db, since)
+    stored = raw_values(db, event.id)
+    assert stored == (
+        True,
+        {"score": "50", "custom_fields": "{}"},
+        {"score": "90", "custom_fields": '{"plan": "pro"}'},
+    )
+    assert (event.old_values, event.new_values) == (
+        {"score": 50, "custom_fields": {}},
+        {"score": 90, "custom_fields": {"plan": "pro"}},
+    )
+
+
+def test_typing_keeps_the_text_of_a_column_dropped_since_the_capture(
+    db: psycopg.Connection[Any],
+) -> None:
+    typed = db.execute(
+        "SELECT haste_capture_typed('contact', %s)",
+        (Jsonb({"score": "7", "gone": "x", "lifecycle_stage": None}),),
+    ).fetchone()
+
+    assert typed == ({"score": 7, "gone": "x", "lifecycle_stage": None},)
 
 
 def test_event_ids_are_not_cached_so_one_records_events_follow_its_commits(

@@ -87,6 +87,20 @@ def test_score_update_queues_the_matching_automation_and_filters_the_other(
     assert scalar(db, "SELECT count(*) FROM automation_events WHERE processed_at IS NULL") == 0
 
 
+def test_claim_stores_an_updates_values_typed(db: Conn, db_url: str) -> None:
+    raw, _ = workspace(db)
+    contact = make_contact(db, raw, score=50)
+    db.execute("UPDATE contacts SET score = 90 WHERE id = %s", (contact,))
+
+    listener(db_url).drain(db)
+
+    row = db.execute(
+        "SELECT values_raw, old_values, new_values FROM automation_events"
+        " WHERE event_type = 'contact_updated'"
+    ).fetchone()
+    assert row == (False, {"score": 50}, {"score": 90})
+
+
 def test_reclaimed_event_after_a_crash_still_makes_one_execution(db: Conn, db_url: str) -> None:
     raw, ws = workspace(db)
     automation(db, ws, "hot")

@@ -13,7 +13,13 @@ WITH claimed AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE automation_events e
-SET claimed_by = %(claimed_by)s, claimed_at = NOW()
+SET claimed_by = %(claimed_by)s, claimed_at = NOW(),
+    -- An UPDATE's values arrive as text forms (0031): typed once, here, off the writer's path.
+    old_values = CASE WHEN e.values_raw THEN haste_capture_typed(e.entity_type, e.old_values)
+                      ELSE e.old_values END,
+    new_values = CASE WHEN e.values_raw THEN haste_capture_typed(e.entity_type, e.new_values)
+                      ELSE e.new_values END,
+    values_raw = false
 FROM claimed c
 WHERE e.id = c.id
   AND NOT EXISTS (
