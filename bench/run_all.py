@@ -1,4 +1,9 @@
-"""`make bench`: run every bench/bench_*.py in turn; each writes bench/results/<name>.json."""
+"""`make bench`: run every bench/bench_*.py in turn (each writes bench/results/<name>.json),
+then bench/report.py, which puts every goal figure beside its anchor in
+bench/results/summary.md and summary.json, with the machine described.
+
+Run them on an otherwise idle machine: on a shared one, neighbours move the latency and
+throughput figures more than any change does (the CPU-per-unit figures hold up better)."""
 
 from __future__ import annotations
 
@@ -14,5 +19,6 @@ if __name__ == "__main__":
         print(f"== {script.name}", flush=True)
         if subprocess.call([sys.executable, str(script)], cwd=HERE.parent) != 0:
             failed.append(script.name)
+    subprocess.call([sys.executable, str(HERE / "report.py")], cwd=HERE.parent)
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")

@@ -47,7 +47,7 @@ def _load_valid(path: str) -> dict[str, Any]:
     from engine.validation import format_problem, validate_document
 
     doc, problems = load_document(path)
-    if doc is not None and not problems:
+    if not problems:  # read and parsed; a document of `null` is refused by the validator
         problems = validate_document(doc, file=path)
     if problems:
         for problem in problems:

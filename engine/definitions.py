@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -70,6 +72,7 @@ __all__ = [
     "sort_problems",
     "too_deep",
     "trigger_types",
+    "unstorable_members",
     "validator",
 ]
 
@@ -245,6 +248,9 @@ def load_document(path: str | Path) -> tuple[Any | None, list[Problem]]:
         return None, [
             Problem("", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", file)
         ]
+    except ValueError:  # int() refused a literal longer than sys.get_int_max_str_digits()
+        digits = sys.get_int_max_str_digits()
+        return None, [Problem("", f"invalid JSON: a number has more than {digits} digits", file)]
     except RecursionError:
         return None, [Problem("", f"invalid JSON: nested deeper than {MAX_NESTING} levels", file)]
     problems: list[Problem] = []
@@ -295,6 +301,49 @@ def sort_problems(problems: Iterable[Problem], doc: Any) -> list[Problem]:
             seen.add(key)
             unique.append(problem)
     return sorted(unique, key=position)
+
+
+# --- values PostgreSQL cannot store ------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unstorable_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "a \\u0000 character cannot be stored"
+    if (match := _SURROGATE.search(text)) is not None:
+        return (
+            f"an unpaired surrogate (\\u{ord(match.group()):04x}) is not text and cannot be stored"
+        )
+    return None
+
+
+def unstorable_members(doc: Any) -> list[Problem]:
+    """Every member PostgreSQL's jsonb would refuse, in document order: strings or member
+    names with ``\\u0000`` or an unpaired surrogate (``"\\ud800"`` parses to one), and
+    the non-JSON numbers NaN and Infinity that Python's parser accepts. Found without
+    recursion; a document that passes is storable as it is."""
+    problems: list[Problem] = []
+    stack: list[tuple[Any, str]] = [(doc, "")]
+    while stack:
+        node, ptr = stack.pop()
+        if isinstance(node, str):
+            if (reason := _unstorable_text(node)) is not None:
+                problems.append(Problem(ptr, reason))
+        elif isinstance(node, float) and not math.isfinite(node):
+            name = "NaN" if math.isnan(node) else "Infinity" if node > 0 else "-Infinity"
+            problems.append(Problem(ptr, f"{name} is not a JSON number"))
+        elif isinstance(node, dict):
+            children: list[tuple[Any, str]] = []
+            for key, value in node.items():
+                member = pointer_join(ptr, key)
+                if isinstance(key, str) and (reason := _unstorable_text(key)) is not None:
+                    problems.append(Problem(member, f"in the member name, {reason}"))
+                children.append((value, member))
+            stack.extend(reversed(children))
+        elif isinstance(node, list):
+            stack.extend(reversed([(v, pointer_join(ptr, i)) for i, v in enumerate(node)]))
+    return problems
 
 
 # --- schema problems ---------------------------------------------------------------------

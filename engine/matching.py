@@ -109,28 +109,26 @@ class Outcome:
         self.decisions[outcome] = self.decisions.get(outcome, 0) + 1
 
 
-def _decide(
-    cur: psycopg.Cursor[Any],
+def _decision(
     event: Mapping[str, Any],
     cand: Candidate,
     outcome: str,
     detail: Mapping[str, Any] | None = None,
     execution_id: UUID | None = None,
-) -> None:
-    cur.execute(
-        query("decision_insert"),
-        {
-            "workspace_id": event["workspace_id"],
-            "event_id": event["id"],
-            "automation_id": cand.id,
-            "automation_version": cand.version,
-            "entity_type": event.get("entity_type"),
-            "entity_id": event.get("entity_id"),
-            "outcome": outcome,
-            "execution_id": execution_id,
-            "detail": Jsonb(json_safe(dict(detail or {}))),
-        },
-    )
+) -> dict[str, Any]:
+    """The parameters of one ``decision_insert``; an event's rows go in one executemany
+    (one round trip for all its candidates: 100 automations are 100 rows per event)."""
+    return {
+        "workspace_id": event["workspace_id"],
+        "event_id": event["id"],
+        "automation_id": cand.id,
+        "automation_version": cand.version,
+        "entity_type": event.get("entity_type"),
+        "entity_id": event.get("entity_id"),
+        "outcome": outcome,
+        "execution_id": execution_id,
+        "detail": Jsonb(json_safe(dict(detail or {}))),
+    }
 
 
 def stage_names(cur: psycopg.Cursor[Any]) -> dict[str, str]:
@@ -221,19 +219,22 @@ def match_event(
     context: dict[str, Any] | None = None
     record: dict[str, Any] | None = None
     names: dict[str, str] | None = None
+    decided: list[dict[str, Any]] = []
     for cand in candidates:
         if not cand.enabled:
-            _decide(cur, event, cand, "disabled")
+            decided.append(_decision(event, cand, "disabled"))
             outcome.count("disabled")
             continue
         limit = cand.max_chain_depth or DEFAULT_MAX_CHAIN_DEPTH
         if depth > limit:
-            _decide(cur, event, cand, "cycle_depth_exceeded", {"depth": depth, "limit": limit})
+            decided.append(
+                _decision(event, cand, "cycle_depth_exceeded", {"depth": depth, "limit": limit})
+            )
             outcome.count("cycle_depth_exceeded")
             continue
         if cand.unknown_fields:  # e.g. a column removed since the automation was deployed
             message = "conditions reference unknown field(s): " + ", ".join(cand.unknown_fields)
-            _decide(cur, event, cand, "error", {"message": message})
+            decided.append(_decision(event, cand, "error", {"message": message}))
             cur.execute(query("automation_error_count"), {"id": cand.id})
             outcome.count("error")
             continue
@@ -244,34 +245,44 @@ def match_event(
                 names = stage_names(cur)
             match = match_trigger(cand.as_trigger(), ev, record=record, names=names or {})
             if not match:
-                _decide(cur, event, cand, "trigger_config_mismatch", {"reason": match.reason})
+                decided.append(
+                    _decision(event, cand, "trigger_config_mismatch", {"reason": match.reason})
+                )
                 outcome.count("trigger_config_mismatch")
                 continue
             evaluation = conditions.evaluate(cand.prepared, context)
         except Exception as exc:  # bad input is recorded, never a crashed listener
-            _decide(cur, event, cand, "error", {"message": f"{type(exc).__name__}: {exc}"})
+            decided.append(
+                _decision(event, cand, "error", {"message": f"{type(exc).__name__}: {exc}"})
+            )
             cur.execute(query("automation_error_count"), {"id": cand.id})
             outcome.count("error")
             continue
         if evaluation.error is not None and not evaluation.matched:
             err = evaluation.error
-            _decide(cur, event, cand, "error", {"message": err.message, "pointer": err.pointer})
+            decided.append(
+                _decision(event, cand, "error", {"message": err.message, "pointer": err.pointer})
+            )
             cur.execute(query("automation_error_count"), {"id": cand.id})
             outcome.count("error")
             continue
         if not evaluation.matched:
             leaf = conditions.first_failing_leaf(evaluation)
-            _decide(cur, event, cand, "filtered", {"leaf": leaf.as_dict() if leaf else None})
+            decided.append(
+                _decision(event, cand, "filtered", {"leaf": leaf.as_dict() if leaf else None})
+            )
             outcome.count("filtered")
             continue
         params = _execution_params(event, cand, depth)
         row = cur.execute(query("execution_insert_queued"), params).fetchone()
         if row is None:
             reason, holder = _blocked_reason(cur, params)
-            _decide(cur, event, cand, reason, {"held_by": holder})
+            decided.append(_decision(event, cand, reason, {"held_by": holder}))
             outcome.count(reason)
             continue
-        _decide(cur, event, cand, "matched", None, row["id"])
+        decided.append(_decision(event, cand, "matched", None, row["id"]))
         outcome.execution_ids.append(row["id"])
         outcome.count("matched")
+    if decided:
+        cur.executemany(query("decision_insert"), decided)
     return outcome

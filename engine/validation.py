@@ -13,7 +13,9 @@ schema and the rest of the document:
 * step ids are unique across the whole document (branches included), ``goto:`` targets
   exist and lie ahead, ``steps.<id>`` refers to a step that has run by then;
 * templates parse and reference only known names (engine.templating.referenced_paths);
-* record actions have a record to act on and set only real, writable columns.
+* record actions have a record to act on and set only real, writable columns;
+* every string and number can be stored (no ``\\u0000``, unpaired surrogate, NaN or
+  Infinity: PostgreSQL's jsonb refuses them, and deploy would fail half-way).
 
 A part of the document that already failed the schema is not checked again here (its
 shape is unknown and the schema's message is the useful one); every other part is, so one
@@ -54,6 +56,7 @@ from engine.definitions import (
     schema_problems,
     sort_problems,
     too_deep,
+    unstorable_members,
 )
 from engine.values import CoercionError, describe, zone
 
@@ -527,6 +530,7 @@ def validate_document(doc: Any, *, file: str | None = None) -> list[Problem]:
     problems = schema_problems(doc)
     if too_deep(doc) is not None:
         return [replace(p, file=file) for p in problems]
+    problems = problems + unstorable_members(doc)
     if isinstance(doc, dict):
         problems = problems + _Checker(doc, problems).run()
     return [replace(p, file=file) for p in sort_problems(problems, doc)]
@@ -537,7 +541,7 @@ def validate_files(paths: Iterable[str | Path]) -> list[Problem]:
     problems: list[Problem] = []
     for path in paths:
         doc, load_problems = load_document(path)
-        if doc is None:
+        if doc is None and load_problems:  # unreadable, or not JSON (`null` is a document)
             problems.extend(load_problems)
         else:
             found = validate_document(doc, file=str(path))
@@ -547,11 +551,15 @@ def validate_files(paths: Iterable[str | Path]) -> list[Problem]:
 
 def format_problem(problem: Problem) -> str:
     """``FILE:/json/pointer: message``, the line ``haste validate`` prints (a problem of the
-    whole file, such as a JSON syntax error, has the empty pointer: ``FILE: message``)."""
+    whole file, such as a JSON syntax error, has the empty pointer: ``FILE: message``).
+    An unpaired surrogate (in a member name, or a file name) is shown as its escape, so the
+    line can always be printed."""
     where = problem.file if problem.file is not None else "-"
     if problem.pointer:
-        return f"{where}:{problem.pointer}: {problem.message}"
-    return f"{where}: {problem.message}"
+        line = f"{where}:{problem.pointer}: {problem.message}"
+    else:
+        line = f"{where}: {problem.message}"
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def problems_as_json(problems: Iterable[Problem]) -> list[dict[str, str | None]]:

@@ -33,6 +33,7 @@ import random
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,8 @@ POLL_MS = int(os.environ.get("HASTE_LISTENER_POLL_MS", "250"))
 #: Failed processing attempts after which an event is parked with its error (never dropped).
 MAX_EVENT_ATTEMPTS = int(os.environ.get("HASTE_LISTENER_MAX_ATTEMPTS", "5"))
 CHANNEL = "haste_events"
+RECONNECTED_AFTER_S = 5.0
+"""A run that lasted longer than this had reconnected: its failure restarts the back-off."""
 
 Enqueue = Callable[[list[UUID]], None]
 EventHook = Callable[[psycopg.Cursor[Any], Mapping[str, Any]], None]
@@ -285,9 +288,12 @@ def run_until_signalled(conninfo: str) -> None:
         signal.signal(sig, lambda *_: stop.set())
     backoff = 0.5
     while not stop.is_set():
+        started = time.monotonic()
         try:
             Listener(conninfo).run(stop)
         except psycopg.OperationalError as exc:  # database restarting: retry, keep state
+            if time.monotonic() - started > RECONNECTED_AFTER_S:
+                backoff = 0.5  # it was up and working: a new outage starts the back-off over
             log.warning("database unavailable; retrying", error=str(exc), in_s=backoff)
             stop.wait(backoff)
             backoff = min(backoff * 2, 10)

@@ -213,6 +213,9 @@ class Scheduler:
             max_size=workers + 1,
             kwargs={"autocommit": True, "application_name": f"haste-scheduler:{self.name}"[:63]},
             name=f"scheduler-{self.name}",
+            # A database restart leaves every pooled session dead; without a check each one
+            # failed a tick (or a take-over: one leader_retry each) before being discarded.
+            check=ConnectionPool.check_connection,
             open=True,
         )
         self.aps = BackgroundScheduler(

@@ -30,6 +30,7 @@ Per process (created after Dramatiq forks the worker processes): one connection 
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -40,10 +41,14 @@ from psycopg_pool import ConnectionPool
 
 from actions import ActionEnv
 from engine.config import load_settings
-from workers.broker import EXECUTION_ACTOR, EXECUTION_QUEUE, configure
+from workers.broker import EXECUTION_ACTOR, EXECUTION_QUEUE, configure, enqueue_executions
 from workers.executor import Executor
 from workers.heartbeat import Heartbeat
 
+log = logging.getLogger("haste.worker")
+
+DB_RETRY_DELAY_MS = 1_000
+"""Delay of a message sent again because the database connection was lost."""
 RUN_TIME_LIMIT_MS = 3_600_000
 """Dramatiq's time limit for one ``run_execution`` (steps bound themselves with their
 ``timeout``; this only stops a run that is stuck for an hour)."""
@@ -105,5 +110,13 @@ if not any(isinstance(m, GracefulStop) for m in broker.middleware):
     time_limit=RUN_TIME_LIMIT_MS,
 )
 def run_execution(execution_id: str) -> None:
-    """Run execution ``execution_id`` as far as it can go now (see workers.executor)."""
-    executor().run(execution_id)
+    """Run execution ``execution_id`` as far as it can go now (see workers.executor).
+
+    A lost database connection (PostgreSQL restarting: the pool still holds connections to
+    the old server) sends the message again shortly instead of dropping it: the reaper
+    would recover the run anyway, but only after ``HASTE_REAPER_GRACE``."""
+    try:
+        executor().run(execution_id)
+    except psycopg.OperationalError as exc:
+        log.warning("database unavailable for %s; sending it again: %s", execution_id, exc)
+        enqueue_executions([execution_id], delay_ms=DB_RETRY_DELAY_MS)

@@ -22,9 +22,7 @@ from uuid import UUID
 from starlette.requests import Request
 from starlette.responses import Response
 
-#: Characters PostgreSQL cannot store in text or jsonb (``\u0000``): refused as bad input
-#: up front, rather than failing later inside a transaction with a server error.
-_NUL = "\x00"
+from engine.definitions import MAX_NESTING, too_deep, unstorable_members
 
 
 class ApiError(Exception):
@@ -90,15 +88,18 @@ def problem_response(error: ApiError) -> Response:
     )
 
 
-def has_nul(value: Any) -> bool:
-    """Whether a parsed JSON value holds a NUL character in any key or string."""
-    if isinstance(value, str):
-        return _NUL in value
-    if isinstance(value, Mapping):
-        return any(_NUL in str(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v) for v in value)
-    return False
+def unstorable(value: Any) -> str | None:
+    """Why a parsed JSON body cannot be kept as it is, or None: nested deeper than
+    MAX_NESTING levels (the engine's recursive code, e.g. the outbox's JSON conversion,
+    would overflow the stack on it), or holding what PostgreSQL's jsonb refuses
+    (``\\u0000``, an unpaired surrogate, NaN or Infinity). Checked without recursion."""
+    if too_deep(value) is not None:
+        return f"the body is nested deeper than {MAX_NESTING} levels"
+    for problem in unstorable_members(value):
+        text = f"{problem.message} (at {problem.pointer or '/'} of the body)"
+        # A pointer may hold the very surrogate it reports: show it escaped.
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return None
 
 
 def parse_json(raw: bytes) -> Any:
@@ -108,10 +109,8 @@ def parse_json(raw: bytes) -> Any:
         value = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ApiError(400, "malformed", f"the body is not valid UTF-8 JSON: {exc}") from None
-    if has_nul(value):
-        raise ApiError(
-            400, "malformed", "the body holds a \\u0000 character, which cannot be stored"
-        )
+    if (reason := unstorable(value)) is not None:
+        raise ApiError(400, "malformed", reason)
     return value
 
 

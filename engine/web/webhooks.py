@@ -12,7 +12,8 @@ nothing, and counts its reason (``haste_webhook_rejects_total{reason}``):
     no valid secret of the endpoint made the signature     401 bad_signature
     ---- authenticated from here on: a webhook-id seen before is answered as the first time
     automation disabled                                    409 disabled
-    body not a JSON object, or holds \\u0000               400 malformed
+    body not a JSON object, holds \\u0000, an unpaired     400 malformed
+      surrogate or NaN, or nests deeper than 100 levels
     payload_schema of the trigger config not satisfied     422 invalid_payload (+ pointers)
     trigger_config.record path missing or not a uuid       422 invalid_payload (+ pointer)
     ---- accepted: in ONE transaction, emit_event (the outbox row) + the receipt of the
@@ -68,7 +69,7 @@ from engine import metrics
 from engine.db import system_transaction
 from engine.logs import get_logger
 from engine.queries import query
-from engine.web.responses import dumps, has_nul, is_json_media_type, pointer
+from engine.web.responses import dumps, is_json_media_type, pointer, unstorable
 from engine.web.threads import blocking
 from triggers.emit import emit_event
 
@@ -289,15 +290,15 @@ class WebhookIntake:
         if not target.enabled:
             raise Rejected("disabled", "the automation of this webhook is disabled")
         try:
-            value = json.loads(body)
+            # The UTF-8 text the signature was checked on (json.loads of bytes would guess
+            # UTF-16 or UTF-32 from NUL bytes); a leading BOM is ignored.
+            value = json.loads(body.decode("utf-8-sig"))
         except (ValueError, RecursionError) as exc:
             raise Rejected("malformed", f"the body is not valid JSON: {exc}") from None
         if not isinstance(value, dict):
             raise Rejected("malformed", "the body must be a JSON object")
-        if has_nul(value):
-            raise Rejected(
-                "malformed", "the body holds a \\u0000 character, which cannot be stored"
-            )
+        if (reason := unstorable(value)) is not None:
+            raise Rejected("malformed", reason)
         validator = self._validator(target)
         if validator is not None:
             problems = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
