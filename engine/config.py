@@ -564,6 +564,20 @@ VARIABLES: tuple[Variable, ...] = (
         "Cron of the job deleting scheduler history past its retention.",
     ),
     Variable(
+        "HASTE_JOB_AI_CACHE_PURGE",
+        "job_ai_cache_purge",
+        _cron_or_off,
+        "45 3 * * *",
+        "Cron of the job deleting expired AI response cache rows.",
+    ),
+    Variable(
+        "HASTE_JOB_VECTOR_INDEXES",
+        "job_vector_indexes",
+        _cron_or_off,
+        "0 4 * * *",
+        "Cron of the job retraining the contacts ivfflat index when its vectors have doubled.",
+    ),
+    Variable(
         "HASTE_SCHEDULE_RETENTION_DAYS",
         "schedule_retention_days",
         _positive_int,
@@ -694,6 +708,8 @@ class Settings:
     job_task_reminders: str | None = "* * * * *"
     job_reports: str | None = "* * * * *"
     job_prune: str | None = "30 3 * * *"
+    job_ai_cache_purge: str | None = "45 3 * * *"
+    job_vector_indexes: str | None = "0 4 * * *"
     schedule_retention_days: int = 30
 
     # The web process (haste web) and metrics.

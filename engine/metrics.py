@@ -168,14 +168,26 @@ SCHEDULER_LEADER = Gauge(
     "1 while this scheduler process holds the leader lock (summed over live processes).",
     multiprocess_mode="livesum",
 )
+#: Kinds of time-based fire: cron expression, one-off ``at``, per-record date field.
+SCHEDULE_KINDS = ("cron", "at", "date_field")
+#: What became of a due fire (see haste_schedule_fires_total).
+SCHEDULE_OUTCOMES = ("on_time", "late", "misfired", "skipped")
 SCHEDULE_FIRES = Counter(
     "haste_schedule_fires",
-    "Time-based fires, by outcome (on_time, late, misfired, skipped).",
-    ["outcome"],
+    "Time-based fires recorded by the scheduler, by kind (cron, at, date_field) and outcome:"
+    " on_time (emitted within HASTE_SCHEDULE_MISFIRE_GRACE), late (emitted after it: a"
+    " catch-up or a buffered fire), misfired (not run: misfire policy or catch-up window),"
+    " skipped (not run: the previous run was still live).",
+    ["kind", "outcome"],
+)
+DELAYS_WOKEN = Counter(
+    "haste_delays_woken",
+    "Waiting executions the scheduler moved back to queued because their delay was over.",
 )
 MAINTENANCE_RUNS = Counter(
     "haste_maintenance_runs",
-    "Maintenance job runs, by job and outcome (ok, failed).",
+    "Maintenance job runs (scheduled or haste schedule --run-job), by job and outcome"
+    " (ok, failed).",
     ["job", "outcome"],
 )
 MAINTENANCE_DURATION = Histogram(
@@ -276,6 +288,7 @@ _preset(EVENTS_EMITTED, [("webhook",), ("manual",), ("time_based",)])
 _preset(EVENTS_PROCESSED, [("processed",), ("failed",), ("parked",)])
 _preset(EXECUTIONS_FINISHED, [("completed",), ("failed",), ("cancelled",)])
 _preset(REAPER_RECOVERIES, [("resent",), ("recovered",), ("failed",)])
+_preset(SCHEDULE_FIRES, [(k, o) for k in SCHEDULE_KINDS for o in SCHEDULE_OUTCOMES])
 _preset(WEBHOOK_REQUESTS, [("accepted",), ("replayed",), ("rejected",)])
 _preset(WEBHOOK_REJECTS, [(reason,) for reason in WEBHOOK_REJECT_REASONS])
 

@@ -32,7 +32,7 @@ here takes ``now``: tests move a fake clock instead of sleeping.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -111,6 +111,9 @@ class PassResult:
     moved: int = 0
     cancelled: int = 0
     errors: int = 0
+    tally: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Ledger rows written, by (kind, outcome): what ``haste_schedule_fires_total`` counts
+    (kinds and outcomes: :data:`engine.metrics.SCHEDULE_KINDS`, ``SCHEDULE_OUTCOMES``)."""
 
     def add(self, other: PassResult) -> None:
         self.claimed += other.claimed
@@ -120,6 +123,7 @@ class PassResult:
         self.moved += other.moved
         self.cancelled += other.cancelled
         self.errors += other.errors
+        self.tally.update(other.tally)
 
 
 # --- zones -------------------------------------------------------------------------------
@@ -451,12 +455,25 @@ def _recompute(
 # --- firing -------------------------------------------------------------------------------
 
 
+_METRIC_OUTCOME = {
+    "skipped_overlap": "skipped",
+    "skipped_misfire": "misfired",
+    "skipped_window": "misfired",
+}
+"""Ledger outcome → haste_schedule_fires_total outcome ("emitted" is on_time or late)."""
+
+
 @dataclass
 class _Ledger:
-    """Ledger rows of one batch, inserted together; emitted ones get their event id."""
+    """Ledger rows of one batch, inserted together; emitted ones get their event id.
+    ``now`` and ``grace`` tell an emitted fire on time from a late one (the tally)."""
 
+    now: datetime
+    grace: timedelta
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     emits: dict[tuple[Any, str], dict[str, Any]] = field(default_factory=dict)
+    kinds: dict[tuple[str, str], str] = field(default_factory=dict)
+    tally: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(
         self,
@@ -466,6 +483,7 @@ class _Ledger:
         scheduled_for: datetime,
         outcome: str,
         *,
+        kind: str,
         entity_type: str | None = None,
         entity_id: Any = None,
         payload: Mapping[str, Any] | None = None,
@@ -473,6 +491,7 @@ class _Ledger:
         self.rows.append(
             (automation_id, workspace_id, key, scheduled_for, entity_type, entity_id, outcome)
         )
+        self.kinds[(str(automation_id), key)] = kind
         if outcome == "emitted":
             self.emits[(str(automation_id), key)] = {
                 "workspace_id": workspace_id,
@@ -556,6 +575,13 @@ class _Ledger:
             raise FireConflict(
                 f"{len(fresh) - inserted} fire keys were recorded by someone else meanwhile"
             )
+        for row in fresh:
+            outcome = row[6]
+            if outcome == "emitted":
+                outcome = "late" if self.now - row[3] > self.grace else "on_time"
+            self.tally[
+                (self.kinds[(str(row[0]), row[2])], _METRIC_OUTCOME.get(outcome, outcome))
+            ] += 1
         return [
             Fire(
                 automation_id=spec["automation_id"],
@@ -617,7 +643,7 @@ def fire_due_schedules(
             if contested
             else set()
         )
-        ledger = _Ledger()
+        ledger = _Ledger(now, grace)
         state: list[tuple[Any, datetime | None, str, datetime | None, str | None]] = []
         fired_any: dict[Any, bool] = {}
         for row in rows:
@@ -632,23 +658,40 @@ def fire_due_schedules(
             for instant, decision in zip(plan.fire, decisions, strict=True):
                 key = due.fire_key(instant)
                 if decision == "fire":
-                    ledger.add(row["id"], row["workspace_id"], key, instant, "emitted")
+                    ledger.add(
+                        row["id"], row["workspace_id"], key, instant, "emitted", kind=spec.mode
+                    )
                     outcome, last_fire = "emitted", instant
                 elif decision == "buffer":
                     buffer_for, buffer_key, outcome = instant, key, "buffered"
                     result.buffered += 1
                 else:
-                    ledger.add(row["id"], row["workspace_id"], key, instant, "skipped_overlap")
+                    ledger.add(
+                        row["id"],
+                        row["workspace_id"],
+                        key,
+                        instant,
+                        "skipped_overlap",
+                        kind=spec.mode,
+                    )
                     outcome = outcome or "skipped_overlap"
                     result.skipped += 1
             for instant, why in plan.skipped:
-                ledger.add(row["id"], row["workspace_id"], due.fire_key(instant), instant, why)
+                ledger.add(
+                    row["id"],
+                    row["workspace_id"],
+                    due.fire_key(instant),
+                    instant,
+                    why,
+                    kind=spec.mode,
+                )
                 outcome = outcome or why
                 result.skipped += 1
             fired_any[row["id"]] = last_fire is not None
             if outcome is not None:
                 state.append((row["id"], last_fire, outcome, buffer_for, buffer_key))
         result.emitted = ledger.commit_rows(cur, emit, fired_by, emit_many)
+        result.tally = ledger.tally
         ids = list(advance)
         cur.execute(
             query("schedule_advance_many"),
@@ -680,17 +723,28 @@ def fire_buffered(
     *,
     emit: Emit,
     batch: int = DEFAULT_BATCH,
+    grace: timedelta = DEFAULT_GRACE,
     fired_by: str = "",
     emit_many: EmitMany | None = None,
 ) -> PassResult:
-    """overlap = buffer_one: emit the held-back fire of automations whose run is over."""
+    """overlap = buffer_one: emit the held-back fire of automations whose run is over
+    (``grace`` only tells an on-time fire from a late one in the tally)."""
     result = PassResult()
     with system_transaction(conn, dict_rows=True) as cur:
         rows = cur.execute(query("schedule_claim_buffered_many"), {"limit": batch}).fetchall()
         result.claimed = len(rows)
         if not rows:
             return result
-        ledger = _Ledger()
+        ids = [r["id"] for r in rows]
+        # Which kind each held-back fire is (cron or at), for the tally; rows we hold.
+        modes = dict(
+            cur.connection.execute(
+                "SELECT automation_id, mode FROM automation_schedules"
+                " WHERE automation_id = ANY(%s::uuid[])",
+                (ids,),
+            ).fetchall()
+        )
+        ledger = _Ledger(now, grace)
         for row in rows:
             ledger.add(
                 row["id"],
@@ -698,10 +752,11 @@ def fire_buffered(
                 row["buffered_key"],
                 row["buffered_for"],
                 "emitted",
+                kind=modes.get(row["id"], "cron"),
                 payload={"buffered": True},
             )
         result.emitted = ledger.commit_rows(cur, emit, fired_by, emit_many)
-        ids = [r["id"] for r in rows]
+        result.tally = ledger.tally
         cur.execute(query("schedule_clear_buffer_many"), {"ids": ids, "now": now})
         cur.execute(query("schedule_mark_fired_many"), {"ids": ids, "now": now})
     return result
@@ -740,7 +795,7 @@ def fire_due_records(
                 result.errors += 1
                 continue
             groups[(target.table, target.column)].append((row, spec, target))
-        ledger = _Ledger()
+        ledger = _Ledger(now, grace)
         deletes: list[tuple[Any, Any]] = []
         moved: list[_DueRow] = []
         for members in groups.values():
@@ -787,6 +842,7 @@ def fire_due_records(
                     key,
                     row["due_at"],
                     outcome,
+                    kind="date_field",
                     entity_type=target.entity,
                     entity_id=row["entity_id"],
                     payload={
@@ -801,6 +857,7 @@ def fire_due_records(
                     settle.append((row["automation_id"], row["entity_id"], "skipped"))
                     result.skipped += 1
         result.emitted = ledger.commit_rows(cur, emit, fired_by, emit_many)
+        result.tally = ledger.tally
         _delete_due(cur, deletes)
         _upsert_due(cur, moved)
         if settle:

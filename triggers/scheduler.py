@@ -47,6 +47,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from psycopg_pool import ConnectionPool
 
+from engine import metrics
 from engine.config import Settings, load_settings
 from engine.queries import query
 from triggers import schedule
@@ -309,12 +310,14 @@ class Scheduler:
         self._next_sync = 0.0
         self.terms += 1
         self.leading.set()
+        metrics.SCHEDULER_LEADER.inc()
         self.aps.resume()
 
     def _follow(self) -> None:
         if self.leading.is_set():
             state = "stopped" if self.stopping.is_set() else "is a standby"
             log.info("scheduler %s %s", self.name, state)
+            metrics.SCHEDULER_LEADER.dec()
         self.leading.clear()
         if self.aps.running:
             self.aps.pause()
@@ -324,9 +327,14 @@ class Scheduler:
 
     # --- ticks ------------------------------------------------------------------------
 
-    def _observe(self, fires: list[schedule.Fire]) -> None:
-        if fires and self.on_fired is not None:
-            self.on_fired(fires, datetime.now(UTC))
+    def _observe(self, result: schedule.PassResult) -> None:
+        """After each committed batch: count it, then tell the observer."""
+        for (kind, outcome), count in result.tally.items():
+            metrics.SCHEDULE_FIRES.labels(kind, outcome).inc(count)
+        if result.emitted:
+            metrics.EVENTS_EMITTED.labels(schedule.EVENT_TYPE).inc(len(result.emitted))
+            if self.on_fired is not None:
+                self.on_fired(result.emitted, datetime.now(UTC))
 
     def pass_schedules(self) -> schedule.PassResult:
         """Everything due now, batch by batch, while we lead."""
@@ -356,16 +364,16 @@ class Scheduler:
 
     def _batch(self, step: Callable[..., schedule.PassResult], conn: Any) -> schedule.PassResult:
         opts = self.options
-        kwargs: dict[str, Any] = {
-            "emit": self.emit,
-            "emit_many": self._emit_many,
-            "batch": opts.batch,
-            "fired_by": self.name,
-        }
-        if step is not schedule.fire_buffered:
-            kwargs["grace"] = opts.grace
-        result = step(conn, self.clock.now(), **kwargs)
-        self._observe(result.emitted)
+        result = step(
+            conn,
+            self.clock.now(),
+            emit=self.emit,
+            emit_many=self._emit_many,
+            batch=opts.batch,
+            grace=opts.grace,
+            fired_by=self.name,
+        )
+        self._observe(result)
         return result
 
     def _drain(self, step: Callable[..., schedule.PassResult]) -> schedule.PassResult:
@@ -429,6 +437,7 @@ class Scheduler:
                     conn, self.clock.now(), batch=self.options.batch, enqueue=enqueue
                 )
                 if woken:
+                    metrics.DELAYS_WOKEN.inc(len(woken))
                     log.info("delays: %d executions woken", len(woken))
                 upcoming = _earliest(conn, ("schedule_next_delay",))
             if upcoming is not None and upcoming <= self.clock.now() and not woken:

@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from engine import metrics
 from engine.config import Settings
 from engine.db import system_transaction
 from engine.queries import query
@@ -62,10 +63,20 @@ class Job:
     run_at_first_start: bool = False
     """Due at once when the scheduler has never seen the job (partitions: months ahead
     must exist before the first month boundary, not after it)."""
+    default: str | None = None
+    """The cron while :class:`Settings` has no ``setting`` field (a job whose
+    ``HASTE_JOB_*`` variable is not declared in engine/config.py yet)."""
+
+
+AI_CACHE_PURGE_CRON = "45 3 * * *"
+"""Default cron of ``ai_cache_purge`` (after ``prune``)."""
+VECTOR_INDEXES_CRON = "0 4 * * *"
+"""Default cron of ``vector_indexes`` (a quiet hour, after the nightly jobs)."""
 
 
 def _jobs() -> tuple[Job, ...]:
     from workers.maintenance import (
+        ai,
         engagement,
         partitions,
         prune,
@@ -116,16 +127,33 @@ def _jobs() -> tuple[Job, ...]:
             "scheduled reports: cached_data, last_generated_at, email to recipients",
         ),
         Job("prune", prune.run, "job_prune", "drop fire ledger and job runs past retention"),
+        Job(
+            "ai_cache_purge",
+            ai.purge_cache,
+            "job_ai_cache_purge",
+            "delete expired ai_response_cache rows",
+            default=AI_CACHE_PURGE_CRON,
+        ),
+        Job(
+            "vector_indexes",
+            ai.vector_indexes,
+            "job_vector_indexes",
+            "retrain idx_contacts_embedding (ivfflat) when its vectors have doubled",
+            default=VECTOR_INDEXES_CRON,
+        ),
     )
 
 
 JOBS: tuple[Job, ...] = _jobs()
 BY_NAME: Mapping[str, Job] = {job.name: job for job in JOBS}
+for _job in JOBS:  # every job's series exist (at 0) before its first run
+    for _outcome in ("ok", "failed"):
+        metrics.MAINTENANCE_RUNS.labels(_job.name, _outcome)
 
 
 def job_cron(job: Job, settings: Settings) -> str | None:
-    """The job's cron from the settings; None when it is off."""
-    value = getattr(settings, job.setting, None)
+    """The job's cron from the settings (else its default); None when it is off."""
+    value = getattr(settings, job.setting, job.default)
     return value or None
 
 
@@ -174,6 +202,8 @@ def _execute(ctx: JobContext, job: Job, run_id: int) -> dict[str, Any]:
         if ctx.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             ctx.conn.rollback()
     seconds = round(time.monotonic() - started, 3)
+    metrics.MAINTENANCE_RUNS.labels(job.name, "ok" if status == "succeeded" else "failed").inc()
+    metrics.MAINTENANCE_DURATION.labels(job.name).observe(seconds)
     record = {"status": status, "result": {**(result or {}), "seconds": seconds}, "error": error}
     with system_transaction(ctx.conn) as cur:
         cur.execute(
