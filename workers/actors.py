@@ -5,10 +5,12 @@ registers the actors on it; ``haste worker`` hands it to Dramatiq's worker CLI.
 
 Message contracts (a message names a row; the row is the truth):
 
-* queue ``automations``, actor ``run_execution(execution_id: str)`` — sent by the
-  listener after it commits new executions, by :mod:`engine.executions` after wake /
-  rerun / back-off, and by the reaper. Any number of duplicates is harmless: the claim
-  lets one worker in; the others find nothing queued and ack.
+* queue ``automations``, actor ``run_execution(execution_ids: str | list[str])`` — one
+  id, or a list of up to :data:`workers.broker.BATCH_MAX` run one after the other (see
+  :func:`workers.broker.batches`); sent by the listener after it commits new executions,
+  by :mod:`engine.executions` after wake / rerun / back-off, and by the reaper. Any
+  number of duplicates is harmless: the claim lets one worker in; the others find
+  nothing queued and ack.
 * queue ``ai``, actor ``process_ai_task(ai_task_id: str)`` — **registered by the AI
   worker** (issue 8), not here. An ``ai_task`` step inserts an ``ai_tasks`` row (status
   ``pending``, ``user_id`` NULL, id = uuid5 of the step's idempotency key, ``type`` = the
@@ -109,14 +111,19 @@ if not any(isinstance(m, GracefulStop) for m in broker.middleware):
     max_retries=0,
     time_limit=RUN_TIME_LIMIT_MS,
 )
-def run_execution(execution_id: str) -> None:
-    """Run execution ``execution_id`` as far as it can go now (see workers.executor).
+def run_execution(execution_ids: str | list[str]) -> None:
+    """Run each execution named (one id, or a batch of them) as far as it can go now, one
+    after the other (see workers.executor).
 
     A lost database connection (PostgreSQL restarting: the pool still holds connections to
     the old server) sends the message again shortly instead of dropping it: the reaper
-    would recover the run anyway, but only after ``HASTE_REAPER_GRACE``."""
+    would recover the runs anyway, but only after ``HASTE_REAPER_GRACE`` (a duplicate
+    of a run that did finish finds nothing to claim). The executions of a batch are
+    claimed together (see :meth:`workers.executor.Executor.run_many`); on worker
+    shutdown the ones not started yet are handed back at their first step."""
+    ids = [execution_ids] if isinstance(execution_ids, str) else [str(i) for i in execution_ids]
     try:
-        executor().run(execution_id)
+        executor().run_many(ids)
     except psycopg.OperationalError as exc:
-        log.warning("database unavailable for %s; sending it again: %s", execution_id, exc)
-        enqueue_executions([execution_id], delay_ms=DB_RETRY_DELAY_MS)
+        log.warning("database unavailable for %s; sending them again: %s", ids, exc)
+        enqueue_executions(ids, delay_ms=DB_RETRY_DELAY_MS)

@@ -1,6 +1,7 @@
 """The Dramatiq broker on Redis, and the one way to signal work: :func:`enqueue_executions`.
 
-Queues: ``automations`` (one message per execution to look at), ``ai`` (AI tasks, see
+Queues: ``automations`` (one message per execution to look at, or per small batch of
+them under load: see :func:`enqueue_executions`), ``ai`` (AI tasks, see
 :mod:`workers.actors` for the message contract) and ``maintenance``. A message carries
 only an id; the row in PostgreSQL is the truth (see :mod:`engine.executions`), so a lost,
 duplicated or late message costs latency, never correctness.
@@ -38,7 +39,12 @@ from engine.config import load_settings
 QUEUES = ("automations", "ai", "maintenance")
 EXECUTION_QUEUE = "automations"
 EXECUTION_ACTOR = "run_execution"
-"""Actor of queue ``automations``: ``run_execution(execution_id: str)``."""
+"""Actor of queue ``automations``: ``run_execution(execution_ids: str | list[str])``."""
+BATCH_MAX = 10
+"""Most execution ids one message carries (see :func:`batches`)."""
+BATCH_SPREAD = 16
+"""Messages a send is split into at least, while it has that many ids: the threads of a
+typical deployment (2 processes x 8) all get work before any message carries two ids."""
 ACTOR_MODULES: tuple[str, ...] = ("workers.actors", "workers.ai")
 """Modules whose import registers actors; ``haste worker`` has Dramatiq import each, whatever
 its ``--queues`` (so an automations worker can send ``process_ai_task`` directly, and the
@@ -99,31 +105,44 @@ def setup_broker() -> None:
     configure()
 
 
-def execution_message(execution_id: str) -> Message[Any]:
+def batches(ids: list[str]) -> list[list[str]]:
+    """``ids`` cut into the messages that carry them: one id per message while there are at
+    most :data:`BATCH_SPREAD` (no run waits behind another when threads are free), then
+    up to :data:`BATCH_MAX` per message. A message costs the worker a Redis fetch and ack
+    and Dramatiq's per-message work (about as much CPU as the run of a one-step
+    execution); under a backlog, where every thread is busy anyway, sharing it between ten
+    runs is what lets a worker keep up."""
+    size = max(1, min(BATCH_MAX, len(ids) // BATCH_SPREAD))
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def execution_message(execution_ids: str | list[str]) -> Message[Any]:
+    """The message for one execution (its id) or for several (a list of ids)."""
     return Message(
         queue_name=EXECUTION_QUEUE,
         actor_name=EXECUTION_ACTOR,
-        args=(execution_id,),
+        args=(execution_ids,),
         kwargs={},
         options={},
     )
 
 
 def enqueue_executions(execution_ids: Iterable[Any], *, delay_ms: int | None = None) -> int:
-    """Send "look at execution X" for each id (after the commit that queued them).
+    """Send "look at executions X, Y, ..." for the ids (after the commit that queued them),
+    in the messages :func:`batches` cuts them into.
 
-    Returns how many were sent. A Redis failure is logged, not raised: the rows are queued
-    and the reaper sends their messages after ``HASTE_REAPER_GRACE``. ``delay_ms`` (retry
-    back-off) is capped at :data:`MAX_DELAY_MS`; the reaper covers anything later.
+    Returns how many ids were sent. A Redis failure is logged, not raised: the rows are
+    queued and the reaper sends their messages after ``HASTE_REAPER_GRACE``. ``delay_ms``
+    (retry back-off) is capped at :data:`MAX_DELAY_MS`; the reaper covers anything later.
     """
     broker = get_broker()
     delay = None if not delay_ms or delay_ms <= 0 else min(int(delay_ms), MAX_DELAY_MS)
     sent = 0
-    for execution_id in execution_ids:
+    for batch in batches([str(i) for i in execution_ids]):
         try:
-            broker.enqueue(execution_message(str(execution_id)), delay=delay)
+            broker.enqueue(execution_message(batch[0] if len(batch) == 1 else batch), delay=delay)
         except (redis.RedisError, OSError) as exc:
-            log.warning("could not send execution %s (the reaper will): %s", execution_id, exc)
+            log.warning("could not send executions %s (the reaper will): %s", batch, exc)
             continue
-        sent += 1
+        sent += len(batch)
     return sent

@@ -3,13 +3,23 @@
 -- for a worker, by the claim it holds: `attempt`), so an illegal or stale transition
 -- updates 0 rows and the caller can tell. Batch-first: ids come as arrays.
 --
+-- A statement that names its rows by id tests their state as `status IS NOT DISTINCT FROM
+-- '<state>'`, never `status = '<state>'`: the two mean the same for a NOT NULL column, but
+-- only the second can use an index on status, and a prepared statement's generic plan
+-- then scans every row in that state (every running row for a finish or a step record)
+-- whenever the statistics were taken while few rows were in it, which is the usual case.
+-- tests/test_executor_batches.py checks that these plans use the primary key.
+--
 --   queued --claim--> running --finish--> completed | failed
 --   running --requeue_with_backoff / reaper--> queued      (resume_at = when)
 --   running --wait--> waiting --wake--> queued
 --   queued | running | waiting --cancel--> cancelled
 --   failed | cancelled | completed --rerun--> queued
 
--- name: execution_claim_many
+-- name: execution_claim
+-- The claim of one execution (a lone message): `id = $1` lets a prepared statement keep
+-- one generic plan, where `id = ANY($1)` was planned again on every call (~80 us of
+-- PostgreSQL CPU per claim).
 UPDATE automation_executions e SET
     status = 'running',
     claimed_by = %(worker)s,
@@ -18,8 +28,26 @@ UPDATE automation_executions e SET
     started_at = CASE WHEN e.attempt = 0 OR e.started_at IS NULL THEN now() ELSE e.started_at END,
     resume_at = NULL,
     updated_at = now()
-WHERE e.id = ANY(%(ids)s::uuid[])
-  AND e.status = 'queued'
+WHERE e.id = %(id)s::uuid
+  AND e.status IS NOT DISTINCT FROM 'queued'
+  AND (e.resume_at IS NULL OR e.resume_at <= now())
+RETURNING e.id, e.automation_id, e.workspace_id, e.automation_version, e.depth, e.context,
+          e.trigger_entity_type, e.trigger_entity_id, e.triggered_by, e.attempt, e.reruns,
+          e.started_at;
+
+-- name: execution_claim_many
+-- The claim of the executions of one batch message, in one statement.
+UPDATE automation_executions e SET
+    status = 'running',
+    claimed_by = %(worker)s,
+    heartbeat_at = now(),
+    attempt = e.attempt + 1,
+    started_at = CASE WHEN e.attempt = 0 OR e.started_at IS NULL THEN now() ELSE e.started_at END,
+    resume_at = NULL,
+    updated_at = now()
+FROM unnest(%(ids)s::uuid[]) AS c(id)
+WHERE e.id = c.id
+  AND e.status IS NOT DISTINCT FROM 'queued'
   AND (e.resume_at IS NULL OR e.resume_at <= now())
 RETURNING e.id, e.automation_id, e.workspace_id, e.automation_version, e.depth, e.context,
           e.trigger_entity_type, e.trigger_entity_id, e.triggered_by, e.attempt, e.reruns,
@@ -33,7 +61,7 @@ WHERE id = %(id)s;
 -- name: execution_heartbeat_many
 UPDATE automation_executions e SET heartbeat_at = now()
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS h(id, attempt)
-WHERE e.id = h.id AND e.attempt = h.attempt AND e.status = 'running'
+WHERE e.id = h.id AND e.attempt = h.attempt AND e.status IS NOT DISTINCT FROM 'running'
 RETURNING e.id;
 
 -- name: execution_requeue_with_backoff
@@ -44,7 +72,7 @@ UPDATE automation_executions SET
     claimed_by = NULL,
     heartbeat_at = NULL,
     updated_at = now()
-WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
+WHERE id = %(id)s AND status IS NOT DISTINCT FROM 'running' AND attempt = %(attempt)s
 RETURNING id, resume_at;
 
 -- name: execution_wait
@@ -54,13 +82,13 @@ UPDATE automation_executions SET
     claimed_by = NULL,
     heartbeat_at = NULL,
     updated_at = now()
-WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
+WHERE id = %(id)s AND status IS NOT DISTINCT FROM 'running' AND attempt = %(attempt)s
 RETURNING id;
 
 -- name: execution_wake_many
 UPDATE automation_executions SET
     status = 'queued', resume_at = NULL, enqueued_at = now(), updated_at = now()
-WHERE id = ANY(%(ids)s::uuid[]) AND status = 'waiting'
+WHERE id = ANY(%(ids)s::uuid[]) AND status IS NOT DISTINCT FROM 'waiting'
 RETURNING id;
 
 -- name: execution_due_waiting_many
@@ -84,7 +112,7 @@ WITH finished AS (
         heartbeat_at = NULL,
         resume_at = NULL,
         updated_at = now()
-    WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
+    WHERE id = %(id)s AND status IS NOT DISTINCT FROM 'running' AND attempt = %(attempt)s
     RETURNING id, automation_id, status, duration_ms
 ), counted AS (
     UPDATE automations a SET
@@ -96,6 +124,51 @@ WITH finished AS (
     WHERE a.id = f.automation_id
 )
 SELECT id, status, duration_ms FROM finished;
+
+-- name: execution_finish_many
+-- execution_finish for the runs of one batch message that belong to one automation (so
+-- that the statement locks one counters row, as execution_finish does, and two batches
+-- cannot deadlock on two): one statement, one counters update for all of them.
+-- completed_at is when each run ended (the worker's clock, as step records are), not when
+-- its batch was written.
+WITH f AS (
+    SELECT *
+    FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[],
+                %(ended)s::timestamptz[], %(actions)s::jsonb[], %(messages)s::text[],
+                %(details)s::jsonb[])
+         AS f(id, attempt, status, ended, actions_executed, error_message, error_details)
+), finished AS (
+    UPDATE automation_executions e SET
+        status = f.status,
+        completed_at = f.ended,
+        duration_ms = GREATEST(0, (extract(epoch FROM f.ended - e.started_at) * 1000)::int),
+        actions_executed = f.actions_executed,
+        error_message = f.error_message,
+        error_details = f.error_details,
+        claimed_by = NULL,
+        heartbeat_at = NULL,
+        resume_at = NULL,
+        updated_at = now()
+    FROM f
+    WHERE e.id = f.id
+      AND e.automation_id IS NOT DISTINCT FROM %(automation_id)s
+      AND e.status IS NOT DISTINCT FROM 'running'
+      AND e.attempt = f.attempt
+      AND f.status IN ('completed', 'failed')
+    RETURNING e.id, e.status
+), counted AS (
+    UPDATE automations a SET
+        run_count = coalesce(a.run_count, 0) + c.n,
+        success_count = coalesce(a.success_count, 0) + c.ok,
+        error_count = coalesce(a.error_count, 0) + c.n - c.ok,
+        last_run_at = now()
+    FROM (
+        SELECT count(*)::int AS n, (count(*) FILTER (WHERE status = 'completed'))::int AS ok
+        FROM finished
+    ) c
+    WHERE a.id = %(automation_id)s AND c.n > 0
+)
+SELECT id, status FROM finished;
 
 -- name: execution_cancel_many
 WITH cancelled AS (
@@ -273,7 +346,7 @@ SELECT %(execution_id)s, %(workspace_id)s, %(step_id)s, %(pointer)s, %(type)s, %
        %(attempt_history)s, %(started_at)s, %(finished_at)s, %(duration_ms)s
 WHERE EXISTS (
     SELECT 1 FROM automation_executions e
-    WHERE e.id = %(execution_id)s AND e.status = 'running' AND e.attempt = %(claim)s
+    WHERE e.id = %(execution_id)s AND e.status IS NOT DISTINCT FROM 'running' AND e.attempt = %(claim)s
 )
 ON CONFLICT (execution_id, step_id) DO UPDATE SET
     status = EXCLUDED.status,
