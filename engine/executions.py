@@ -405,9 +405,11 @@ def list_executions(
     automation: str | None = None,
     status: str | None = None,
     since: datetime | None = None,
+    before: tuple[datetime, UUID] | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Newest first. With a workspace, under its RLS (what the web API will use)."""
+    """Newest first (``queued_at``, then id). With a workspace, under its RLS (what the web
+    API uses). ``before`` = (queued_at, id) of the last row of the previous page."""
     if status is not None and status not in STATUSES:
         raise ExecutionError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
     params = {
@@ -415,6 +417,8 @@ def list_executions(
         "automation": automation,
         "status": status,
         "since": since,
+        "before_at": before[0] if before else None,
+        "before_id": str(before[1]) if before else None,
         "limit": limit,
     }
     transaction = (

@@ -19,7 +19,6 @@ a pooled connection (psycopg is synchronous, and so are the engine functions).
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -47,8 +46,6 @@ from engine.web.threads import blocking
 #: Largest page of executions or decisions one request returns.
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
-#: Rows read per page while engine.executions.list_executions has no keyset cursor.
-FALLBACK_WINDOW = 5000
 #: Seconds to wait for a pooled connection before answering 503.
 POOL_WAIT = 5.0
 
@@ -300,10 +297,6 @@ def decode_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
         ) from None
 
 
-def _older(row: Mapping[str, Any], before: tuple[datetime, uuid.UUID]) -> bool:
-    return (row["queued_at"], str(row["id"])) < (before[0], str(before[1]))
-
-
 def list_page(
     conn: Conn,
     workspace: Workspace,
@@ -314,25 +307,16 @@ def list_page(
     before: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """Up to ``limit`` executions older than ``before`` (keyset: queued_at, id), newest first.
-
-    Uses ``list_executions(before=...)`` when engine.executions offers it; until then, a
-    bounded window is read and paged here (correct for the newest FALLBACK_WINDOW rows
-    matching the filters).
-    """
-    kwargs: dict[str, Any] = {
-        "workspace_id": workspace.id,
-        "automation": automation,
-        "status": status,
-        "since": since,
-    }
-    if "before" in inspect.signature(executions.list_executions).parameters:
-        return executions.list_executions(conn, **kwargs, before=before, limit=limit)
-    rows = executions.list_executions(conn, **kwargs, limit=FALLBACK_WINDOW)
-    rows.sort(key=lambda r: (r["queued_at"], str(r["id"])), reverse=True)
-    if before is not None:
-        rows = [r for r in rows if _older(r, before)]
-    return rows[:limit]
+    """Up to ``limit`` executions older than ``before`` (keyset: queued_at, id), newest first."""
+    return executions.list_executions(
+        conn,
+        workspace_id=workspace.id,
+        automation=automation,
+        status=status,
+        since=since,
+        before=before,
+        limit=limit,
+    )
 
 
 async def executions_list(request: Request) -> Response:

@@ -298,7 +298,10 @@ WHERE (%(workspace_id)s::uuid IS NULL OR e.workspace_id = %(workspace_id)s::uuid
        OR a.name = %(automation)s)
   AND (%(status)s::text IS NULL OR e.status = %(status)s)
   AND (%(since)s::timestamptz IS NULL OR e.queued_at >= %(since)s::timestamptz)
-ORDER BY e.queued_at DESC
+  -- Keyset page: strictly older than the last row of the previous page (queued_at, id).
+  AND (%(before_at)s::timestamptz IS NULL
+       OR (e.queued_at, e.id) < (%(before_at)s::timestamptz, %(before_id)s::uuid))
+ORDER BY e.queued_at DESC, e.id DESC
 LIMIT %(limit)s;
 
 -- name: execution_get
