@@ -49,6 +49,8 @@ from engine.services import ensure_database, start_services  # noqa: E402
 from workers import broker as haste_broker  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+#: Executions in the G3 run (HASTE_BENCH_G3_EXECUTIONS): enough for ~20 s of sustained work.
+G3_EXECUTIONS = int(os.environ.get("HASTE_BENCH_G3_EXECUTIONS", "20000"))
 HASTE = str(Path(sys.executable).with_name("haste"))
 
 
@@ -197,7 +199,48 @@ def rss_of_workers(proc: subprocess.Popen[bytes]) -> list[float]:
     return [round(child.memory_info().rss / 2**20, 1) for child in parent.children()]
 
 
-def g3(conn: psycopg.Connection[Any], env: dict[str, str], total: int) -> dict[str, Any]:
+def tree_cpu_s(pids: list[int]) -> float:
+    """CPU seconds of these processes and all their descendants, live or reaped."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+def server_pids(data_dir: Path) -> dict[str, list[int]]:
+    """The embedded PostgreSQL postmaster and redis-server of this run (by data dir)."""
+    found: dict[str, list[int]] = {"postgres": [], "redis": []}
+    for proc in psutil.process_iter(["name", "cmdline", "ppid"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        name = proc.info["name"] or ""
+        if str(data_dir) not in cmdline:
+            continue
+        if name.startswith("postgres") and "-D" in cmdline:
+            found["postgres"].append(proc.pid)
+        elif "redis" in name:
+            found["redis"].append(proc.pid)
+    return found
+
+
+def g3(
+    conn: psycopg.Connection[Any],
+    env: dict[str, str],
+    total: int,
+    servers: dict[str, list[int]] | None = None,
+) -> dict[str, Any]:
+    """G3; with ``servers`` also the CPU per execution of PostgreSQL, Redis, the worker
+    processes and this producer (steadier than executions/s on a shared machine)."""
+    servers = servers or {"postgres": [], "redis": []}
     ws_id, automation, _ = setup_workspace(conn, f"g3{uuid.uuid4().hex[:6]}")
     contacts = make_contacts(conn, ws_id, total)
     # As in production, where autovacuum has analyzed the table long before: without
@@ -206,6 +249,16 @@ def g3(conn: psycopg.Connection[Any], env: dict[str, str], total: int) -> dict[s
     conn.execute("ANALYZE contacts")
     with haste_worker(env, processes=2, threads=8) as proc:
         idle_rss = rss_of_workers(proc)
+
+        def cpu() -> list[float]:
+            return [
+                tree_cpu_s(servers["postgres"]),
+                tree_cpu_s(servers["redis"]),
+                tree_cpu_s([proc.pid]),
+                time.process_time(),
+            ]
+
+        cpu_before = cpu()
         started = time.perf_counter()
         runs: list[Any] = []
         for offset in range(0, total, 1000):
@@ -230,6 +283,7 @@ def g3(conn: psycopg.Connection[Any], env: dict[str, str], total: int) -> dict[s
                 break
             time.sleep(0.25)
         elapsed = time.perf_counter() - started
+        cpu_used = [b - a for a, b in zip(cpu_before, cpu(), strict=True)]
     completed = conn.execute(
         "SELECT count(*) FROM automation_executions"
         " WHERE workspace_id = %s AND status = 'completed'",
@@ -250,6 +304,18 @@ def g3(conn: psycopg.Connection[Any], env: dict[str, str], total: int) -> dict[s
         "rows_written": {"notes": notes, "step_records": steps, "executions_updated": completed},
         "worker_rss_mb_idle": idle_rss,
         "worker_rss_mb_peak": peak_rss,
+        "cpu_ms_per_execution": (
+            dict(
+                zip(
+                    ("postgres", "redis", "workers", "producer"),
+                    (round(c / max(completed, 1) * 1e3, 3) for c in cpu_used),
+                    strict=True,
+                )
+            )
+            | ({} if servers["redis"] else {"redis": None})  # not found by its data dir
+            if servers["postgres"]
+            else None
+        ),
     }
 
 
@@ -286,7 +352,7 @@ def main() -> dict[str, Any]:
                     "50_per_s": haste_hop(conn, 50, 400),
                     "sparse": haste_hop(conn, None, 15),
                 }
-            result["g3"] = g3(conn, env, 5000)
+            result["g3"] = g3(conn, env, G3_EXECUTIONS, server_pids(data_dir))
         result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return result
     finally:
