@@ -146,3 +146,22 @@ def redis_url(services: Services) -> Iterator[str]:
     client.flushall()
     client.close()
     yield services.redis_url
+
+
+@pytest.fixture
+def executor(db_url: str, redis_url: str) -> Iterator[Any]:
+    """A :class:`workers.executor.Executor` on the test's database and Redis, run in-process
+    (the executor and worker tests call ``run`` / ``run_many`` on it directly)."""
+    from engine.db import make_pool
+    from workers import broker as broker_module
+    from workers.executor import Executor
+    from workers.heartbeat import Heartbeat
+
+    broker_module.configure(redis_url)
+    pool = make_pool(db_url, max_size=4, name="test-executor")
+    ex = Executor(pool=pool, heartbeat=Heartbeat(db_url, 5.0))
+    try:
+        yield ex
+    finally:
+        ex.heartbeat.stop()
+        pool.close()

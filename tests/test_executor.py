@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -14,13 +14,10 @@ import psycopg
 import pytest
 
 from engine import executions
-from engine.db import make_pool
 from tests.fakes.crm import insert, make_contact, make_workspace
 from tests.fakes.executions import counters, deploy_doc, execution, queue_executions, steps
 from tests.fakes.http_server import Reply, http_server
-from workers import broker as broker_module
 from workers.executor import Executor
-from workers.heartbeat import Heartbeat
 
 
 def manual(*actions: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -31,18 +28,6 @@ def manual(*actions: dict[str, Any], **extra: Any) -> dict[str, Any]:
         "actions": list(actions),
         **extra,
     }
-
-
-@pytest.fixture
-def executor(db_url: str, redis_url: str) -> Iterator[Executor]:
-    broker_module.configure(redis_url)
-    pool = make_pool(db_url, max_size=4, name="test-executor")
-    ex = Executor(pool=pool, heartbeat=Heartbeat(db_url, 5.0))
-    try:
-        yield ex
-    finally:
-        ex.heartbeat.stop()
-        pool.close()
 
 
 @pytest.fixture

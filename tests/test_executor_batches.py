@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,13 +16,10 @@ import pytest
 import redis
 
 from engine import executions
-from engine.db import make_pool
 from engine.queries import query
 from tests.fakes.crm import make_contact, make_workspace
 from tests.fakes.executions import counters, deploy_doc, execution, queue_executions
 from workers import broker as broker_module
-from workers.executor import Executor
-from workers.heartbeat import Heartbeat
 
 NOTE = {
     "name": "batched",
@@ -31,18 +27,6 @@ NOTE = {
     "trigger_config": {"entity_type": "contact"},
     "actions": [{"id": "note", "type": "add_note", "params": {"content": "hello"}}],
 }
-
-
-@pytest.fixture
-def executor(db_url: str, redis_url: str) -> Iterator[Executor]:
-    broker_module.configure(redis_url)
-    pool = make_pool(db_url, max_size=4, name="test-batches")
-    ex = Executor(pool=pool, heartbeat=Heartbeat(db_url, 5.0))
-    try:
-        yield ex
-    finally:
-        ex.heartbeat.stop()
-        pool.close()
 
 
 @pytest.fixture

@@ -36,35 +36,18 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from engine import conditions, fields
 from engine.cli import main
 from engine.definitions import Problem
 from engine.validation import format_problem, validate_document, validate_files
+from tests.fuzzing import fuzz
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples" / "automations").glob("*.json"))
 SEEDS: list[dict[str, Any]] = [json.loads(p.read_text(encoding="utf-8")) for p in EXAMPLES]
-SCALE = max(1, int(os.environ.get("HASTE_FUZZ_SCALE", "1")))
-
-
-def fuzz(examples: int, **kwargs: Any) -> settings:
-    """Settings of one property: ``examples`` x HASTE_FUZZ_SCALE, no deadline (the
-    machine is shared), derandomized on CI so that a red build is reproducible."""
-    return settings(
-        max_examples=examples * SCALE,
-        deadline=None,
-        derandomize=bool(os.environ.get("CI")),
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.data_too_large,
-            HealthCheck.filter_too_much,
-            HealthCheck.function_scoped_fixture,
-        ],
-        **kwargs,
-    )
 
 
 # --- strategies ----------------------------------------------------------------------------

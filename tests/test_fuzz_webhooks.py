@@ -23,7 +23,6 @@ the run derandomized.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from urllib.parse import quote, unquote
 import httpx
 import psycopg
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
@@ -43,6 +42,7 @@ from engine.services import Services
 from engine.web.endpoints import ensure_endpoint, generate_secret
 from tests.fakes.crm import Workspace as FakeWorkspace
 from tests.fakes.crm import make_contact
+from tests.fuzzing import fuzz
 from tests.web_support import (
     MANUAL_DOC,
     Server,
@@ -54,7 +54,6 @@ from tests.web_support import (
 )
 
 MAX_BYTES = 16_384
-SCALE = max(1, int(os.environ.get("HASTE_FUZZ_SCALE", "1")))
 
 OPEN_DOC: dict[str, Any] = {
     "name": "open intake",
@@ -64,20 +63,6 @@ OPEN_DOC: dict[str, Any] = {
 }
 DISABLED_DOC = {**OPEN_DOC, "name": "disabled intake"}
 UNSIGNED_DOC = {**OPEN_DOC, "name": "no secret yet"}
-
-
-def fuzz(examples: int) -> settings:
-    """``examples`` x HASTE_FUZZ_SCALE, no deadline (a shared machine), derandomized on CI."""
-    return settings(
-        max_examples=examples * SCALE,
-        deadline=None,
-        derandomize=bool(os.environ.get("CI")),
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.data_too_large,
-            HealthCheck.function_scoped_fixture,
-        ],
-    )
 
 
 # --- the server and its hooks --------------------------------------------------------------

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import pytest
 from tests.fakes.crm import make_contact, make_workspace
 from tests.fakes.executions import counters, deploy_doc, execution, queue_executions, steps
 from tests.fakes.http_server import Reply, http_server
+from tests.polling import wait_for
 from workers import broker as broker_module
 from workers.reaper import reap
 
@@ -71,16 +72,6 @@ def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # forked children too
     proc.wait(timeout=10)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def status_of(db: psycopg.Connection[Any], ids: list[UUID]) -> dict[str, int]:

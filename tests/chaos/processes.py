@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 HASTE = str(Path(sys.executable).with_name("haste"))
 
@@ -167,14 +166,3 @@ class Processes:
 
     def tails(self, lines: int = 25) -> str:
         return "\n".join(f"--- {p.name} ({p.log}) ---\n{p.tail(lines)}" for p in self.started)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    """Poll ``predicate`` until it is truthy; AssertionError naming ``what`` after timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

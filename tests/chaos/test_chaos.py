@@ -36,7 +36,8 @@ from tests.chaos.harness import (
     settle,
     tally,
 )
-from tests.chaos.processes import FAST_ENV, Proc, wait_for
+from tests.chaos.processes import FAST_ENV, Proc
+from tests.polling import wait_for
 from triggers.scheduler import Scheduler, SchedulerOptions
 
 pytestmark = pytest.mark.slow
