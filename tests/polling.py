@@ -7,7 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "the condition",
+    step: float = 0.05,
+) -> Any:
     """Poll ``predicate`` until it is truthy; AssertionError naming ``what`` after timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

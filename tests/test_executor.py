@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -33,16 +32,6 @@ def manual(*actions: dict[str, Any], **extra: Any) -> dict[str, Any]:
 @pytest.fixture
 def ws(db: psycopg.Connection[Any]) -> Any:
     return make_workspace(db)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def run_until_settled(db: Any, ex: Executor, execution_id: UUID, timeout: float = 20.0) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,21 +17,11 @@ from engine.config import load_settings
 from tests.fakes.crm import make_workspace, rows
 from tests.fakes.executions import deploy_doc
 from tests.fakes.scheduling import FakeClock, make_outbox, outbox, outbox_emit, time_doc
+from tests.polling import wait_for
 from triggers.scheduler import Scheduler, SchedulerOptions
 
 START = datetime(2025, 1, 1, 9, 0, 30, tzinfo=UTC)
 FAST = SchedulerOptions(tick=0.05, leader_retry=0.1, jobs=(), reaper=False, sync_interval=0.05)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``predicate`` (the signal is in another process's database rows)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"not true within {timeout}s")
 
 
 class Replica:
