@@ -41,6 +41,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cpu import postmaster_pid, tree_cpu_s
+
 from engine.migrations import migrate
 from engine.services import EmbeddedPostgres, _pg_bin, ensure_database
 
@@ -89,31 +91,6 @@ CREATE TRIGGER bench_notify_per_row AFTER UPDATE ON contacts
 """
 
 
-def server_cpu_seconds(postmaster_pid: int) -> float | None:
-    """CPU time of the postmaster and all its children, live or reaped (Linux only)."""
-    if not Path("/proc").is_dir():
-        return None
-
-    def stat(pid: int | str) -> tuple[int, int] | None:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            return None
-        # ppid, utime + stime + cutime + cstime (reaped children land in cutime/cstime)
-        return int(fields[1]), sum(int(x) for x in fields[11:15])
-
-    own = stat(postmaster_pid)
-    if own is None:
-        return None
-    ticks = own[1]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = stat(entry)
-            if st is not None and st[0] == postmaster_pid:
-                ticks += st[1]
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def set_variant(conn: psycopg.Connection, variant: str) -> None:
     """Switch triggers and the wake-up flag; untimed, before each run."""
     conn.execute("ALTER TABLE contacts DISABLE TRIGGER USER")
@@ -128,8 +105,8 @@ def set_variant(conn: psycopg.Connection, variant: str) -> None:
 
 
 def run_pgbench(pg: EmbeddedPostgres, script: Path, clients: int, seconds: int) -> dict:
-    pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
-    cpu_before = server_cpu_seconds(pid)
+    pid = postmaster_pid(pg.data_dir)
+    cpu_before = tree_cpu_s([pid])
     out = subprocess.run(
         [
             str(_pg_bin("pgbench")),
@@ -139,12 +116,10 @@ def run_pgbench(pg: EmbeddedPostgres, script: Path, clients: int, seconds: int) 
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     time.sleep(0.3)  # let the postmaster reap the clients' backends
-    cpu_after = server_cpu_seconds(pid)
+    cpu_after = tree_cpu_s([pid])
     tps = float(re.search(r"tps = ([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
     txns = int(re.search(r"actually processed: (\d+)", out.stdout).group(1))  # type: ignore[union-attr]
-    cpu_us = None
-    if cpu_before is not None and cpu_after is not None and txns:
-        cpu_us = round((cpu_after - cpu_before) / txns * 1e6, 1)
+    cpu_us = round((cpu_after - cpu_before) / txns * 1e6, 1) if txns else None
     return {"tps": round(tps, 1), "transactions": txns, "server_cpu_us_per_tx": cpu_us}
 
 

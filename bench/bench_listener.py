@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_capture import server_cpu_seconds  # noqa: E402
+from cpu import postmaster_pid, tree_cpu_s  # noqa: E402
 
 from engine.automations import deploy, find_workspace  # noqa: E402
 from engine.migrations import migrate  # noqa: E402
@@ -121,11 +121,11 @@ def timed_drain(pg: EmbeddedPostgres, url: str, automations: int, workspaces: in
         conn.execute("VACUUM ANALYZE")
         sent: list[Any] = []
         listener = Listener(url, enqueue=sent.extend)
-        pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
-        cpu0, own0, t0 = server_cpu_seconds(pid), time.process_time(), time.perf_counter()
+        pid = postmaster_pid(pg.data_dir)
+        cpu0, own0, t0 = tree_cpu_s([pid]), time.process_time(), time.perf_counter()
         result = listener.drain(conn)
         elapsed = time.perf_counter() - t0
-        own, cpu1 = time.process_time() - own0, server_cpu_seconds(pid)
+        own, cpu1 = time.process_time() - own0, tree_cpu_s([pid])
         decisions = conn.execute(
             "SELECT outcome, count(*) FROM automation_decisions d"
             " JOIN automation_events e ON e.id = d.event_id"
@@ -144,11 +144,7 @@ def timed_drain(pg: EmbeddedPostgres, url: str, automations: int, workspaces: in
         "decisions": dict(decisions),
         "executions_created": len(sent),
         "listener_cpu_ms_per_event": round(own / max(result.processed, 1) * 1e3, 3),
-        "postgres_cpu_ms_per_event": (
-            round((cpu1 - cpu0) / max(result.processed, 1) * 1e3, 3)
-            if cpu0 is not None and cpu1 is not None
-            else None
-        ),
+        "postgres_cpu_ms_per_event": round((cpu1 - cpu0) / max(result.processed, 1) * 1e3, 3),
     }
 
 

@@ -48,6 +48,8 @@ from standardwebhooks.webhooks import Webhook
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cpu import postmaster_pid, tree_cpu_s  # noqa: E402
+
 from engine.automations import deploy, find_workspace  # noqa: E402
 from engine.config import load_settings  # noqa: E402
 from engine.migrations import migrate  # noqa: E402
@@ -191,24 +193,15 @@ def server_histogram(metrics_text: str) -> dict[str, Any]:
     return {"n": int(total), "p50_le_ms": bound(0.5), "p99_le_ms": bound(0.99)}
 
 
-def _postgres_processes(pgdata: Path) -> list[psutil.Process]:
-    """This bench's cluster only (other PostgreSQL servers may run on the machine)."""
-    postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
-    return [postmaster, *postmaster.children(recursive=True)]
-
-
 def cpu_seconds(server: psutil.Process, pgdata: Path) -> dict[str, float]:
     """CPU time so far of the web process, this bench's postgres and the load generator."""
-    pg = 0.0
-    for proc in _postgres_processes(pgdata):
-        try:
-            times = proc.cpu_times()
-            pg += times.user + times.system
-        except psutil.Error:
-            continue
     web = server.cpu_times()
     me = os.times()
-    return {"web": web.user + web.system, "postgres": pg, "client": me.user + me.system}
+    return {
+        "web": web.user + web.system,
+        "postgres": tree_cpu_s([postmaster_pid(pgdata)]),
+        "client": me.user + me.system,
+    }
 
 
 def cpu_per_request(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:

@@ -42,6 +42,8 @@ from psycopg.types.json import Jsonb
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cpu import tree_cpu_s  # noqa: E402
+
 from engine.automations import Workspace, deploy  # noqa: E402
 from engine.config import load_settings  # noqa: E402
 from engine.migrations import migrate  # noqa: E402
@@ -197,24 +199,6 @@ def haste_hop(conn: psycopg.Connection[Any], rate: float | None, count: int) -> 
 def rss_of_workers(proc: subprocess.Popen[bytes]) -> list[float]:
     parent = psutil.Process(proc.pid)
     return [round(child.memory_info().rss / 2**20, 1) for child in parent.children()]
-
-
-def tree_cpu_s(pids: list[int]) -> float:
-    """CPU seconds of these processes and all their descendants, live or reaped."""
-    total = 0.0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            continue
-        for proc in procs:
-            try:
-                t = proc.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-            except psutil.NoSuchProcess:
-                pass
-    return total
 
 
 def server_pids(data_dir: Path) -> dict[str, list[int]]:
