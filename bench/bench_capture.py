@@ -17,8 +17,9 @@ shared machine hits all of them alike:
 * ``anchor_notify_per_row``: the capture trigger plus a per-row ``pg_notify`` (what waking
   the listener on every change would cost).
 
-Besides tps, it reports the server's CPU time per transaction (all postgres processes, from
-/proc), which is far less sensitive than tps to other work on the machine.
+Besides tps, it reports the server's CPU time per transaction (the postmaster and every
+backend, live or exited: bench/cpu.py), which is far less sensitive than tps to other
+work on the machine.
 
 Prints JSON and writes bench/results/capture.json.
 """
