@@ -43,6 +43,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal
 from uuid import UUID
 
@@ -352,24 +353,50 @@ def not_found(ref: RecordRef) -> ActionError:
     )
 
 
-def load_record(cur: Cursor, ref: RecordRef, *, lock: bool = False) -> dict[str, Any]:
+@cache
+def _select_record(table: str, entity: str, lock: bool, author: bool) -> str:
+    """load_record's statement, composed once per shape (composing costs more than it reads)."""
+    owner = OWNER_COLUMNS[entity]
+    owner_column = sql.Identifier(owner) if owner else sql.SQL("NULL::uuid")
+    author_column = (
+        sql.SQL(", COALESCE(%s::uuid, {owner}, ({first_owner})) AS author").format(
+            owner=owner_column, first_owner=sql.SQL(WORKSPACE_OWNER)
+        )
+        if author
+        else sql.SQL("")
+    )
+    return (
+        sql.SQL(
+            "SELECT id, {owner} AS owner_id{author} FROM {table}"
+            " WHERE id = %s AND deleted_at IS NULL{lock}"
+        )
+        .format(
+            owner=owner_column,
+            author=author_column,
+            table=sql.Identifier(table),
+            lock=sql.SQL(" FOR NO KEY UPDATE") if lock else sql.SQL(""),
+        )
+        .as_string()
+    )
+
+
+def load_record(
+    cur: Cursor, ref: RecordRef, *, lock: bool = False, author: StepContext | None = None
+) -> dict[str, Any]:
     """``{"id", "owner_id"}`` of a visible, not deleted record; ``not_found`` otherwise.
 
     ``lock`` takes the row lock now, so a read-then-write step cannot interleave with
-    another step on the same record.
+    another step on the same record. ``author`` adds ``"author"``: :func:`acting_user`'s
+    answer for this record, in the same round trip (the workspace owner is only looked up
+    when the step has no user and the record no owner; None when there is none either).
     """
-    owner = OWNER_COLUMNS[ref.entity]
-    query = sql.SQL(
-        "SELECT id, {owner} AS owner_id FROM {table} WHERE id = %s AND deleted_at IS NULL{lock}"
-    ).format(
-        owner=sql.Identifier(owner) if owner else sql.SQL("NULL::uuid"),
-        table=sql.Identifier(ref.table),
-        lock=sql.SQL(" FOR NO KEY UPDATE") if lock else sql.SQL(""),
-    )
-    cur.execute(query, (ref.id,))
+    params = () if author is None else (author.user_id,)
+    cur.execute(_select_record(ref.table, ref.entity, lock, author is not None), (*params, ref.id))
     row = cur.fetchone()
     if row is None:
         raise not_found(ref)
+    if author is not None and row["author"] is None:
+        raise no_author()
     return row
 
 
@@ -405,14 +432,26 @@ def require_member(cur: Cursor, value: Any, where: str) -> UUID:
 # --- users -------------------------------------------------------------------------------
 
 
+#: The workspace's earliest-joined active owner (RLS keeps it to the tenant's members).
+WORKSPACE_OWNER = (
+    "SELECT user_id FROM workspace_members WHERE role = 'owner' AND status = 'active'"
+    " ORDER BY joined_at NULLS LAST, created_at, user_id LIMIT 1"
+)
+
+
 def workspace_owner(cur: Cursor) -> UUID | None:
     """The workspace's earliest-joined active owner: the last-resort author of engine writes."""
-    cur.execute(
-        "SELECT user_id FROM workspace_members WHERE role = 'owner' AND status = 'active'"
-        " ORDER BY joined_at NULLS LAST, created_at, user_id LIMIT 1"
-    )
+    cur.execute(WORKSPACE_OWNER)
     row = cur.fetchone()
     return row["user_id"] if row else None
+
+
+def no_author() -> ActionError:
+    return ActionError(
+        "config",
+        "no user to act as: the step has no user, the record no owner,"
+        " and the workspace no active owner member",
+    )
 
 
 def automation_creator(cur: Cursor, step: StepContext) -> UUID | None:
@@ -435,15 +474,28 @@ def acting_user(cur: Cursor, step: StepContext, record_owner: UUID | None) -> UU
             return candidate
     owner = workspace_owner(cur)
     if owner is None:
-        raise ActionError(
-            "config",
-            "no user to act as: the step has no user, the record no owner,"
-            " and the workspace no active owner member",
-        )
+        raise no_author()
     return owner
 
 
 # --- idempotent inserts ------------------------------------------------------------------
+
+
+@cache
+def _insert_once(table: str, columns: tuple[str, ...]) -> str:
+    """insert_once's statement, composed once per table and column list."""
+    return (
+        sql.SQL(
+            "INSERT INTO {table} ({columns}) VALUES ({values})"
+            " ON CONFLICT (id) DO NOTHING RETURNING id"
+        )
+        .format(
+            table=sql.Identifier(table),
+            columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            values=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        )
+        .as_string()
+    )
 
 
 def insert_once(cur: Cursor, ref: RecordRef | tuple[str, UUID], row: Mapping[str, Any]) -> bool:
@@ -453,18 +505,7 @@ def insert_once(cur: Cursor, ref: RecordRef | tuple[str, UUID], row: Mapping[str
     action's code, never from params unchecked.
     """
     table, row_id = (ref.table, ref.id) if isinstance(ref, RecordRef) else ref
-    columns = list(row)
-    cur.execute(
-        sql.SQL(
-            "INSERT INTO {table} ({columns}) VALUES ({values})"
-            " ON CONFLICT (id) DO NOTHING RETURNING id"
-        ).format(
-            table=sql.Identifier(table),
-            columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
-            values=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-        ),
-        list(row.values()),
-    )
+    cur.execute(_insert_once(table, tuple(row)), list(row.values()))
     if cur.fetchone() is not None:
         return True
     cur.execute(sql.SQL("SELECT 1 FROM {} WHERE id = %s").format(sql.Identifier(table)), (row_id,))

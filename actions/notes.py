@@ -1,10 +1,12 @@
 """add_note: a note on a contact, company, deal or task.
 
-``notes.created_by`` is NOT NULL, so the note's author is :func:`actions.base.acting_user`:
-the step's user, else the owner of the record (for a task, its assignee), else the workspace's
-earliest-joined active owner. The note is linked through ``entity_type``/``entity_id`` and,
-for contacts, companies and deals, the matching ``contact_id``/``company_id``/``deal_id``
-column (tasks have none). The row id comes from the idempotency key: one note per step.
+``notes.created_by`` is NOT NULL, so the note's author follows
+:func:`actions.base.acting_user`'s rule, read together with the record
+(``load_record(..., author=step)``, one round trip): the step's user, else the owner of the
+record (for a task, its assignee), else the workspace's earliest-joined active owner. The
+note is linked through ``entity_type``/``entity_id`` and, for contacts, companies and deals,
+the matching ``contact_id``/``company_id``/``deal_id`` column (tasks have none). The row id
+comes from the idempotency key: one note per step.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from actions.base import (
     Params,
     RecordRef,
     StepContext,
-    acting_user,
     database_errors,
     insert_once,
     load_record,
@@ -45,8 +46,7 @@ def _plan(params: Params, step: StepContext) -> RecordRef:
 @database_errors()
 def run(cur: Cursor, params: Params, step: StepContext) -> Output:
     ref = _plan(params, step)
-    record = load_record(cur, ref)
-    author = acting_user(cur, step, record["owner_id"])
+    author = load_record(cur, ref, author=step)["author"]
     note_id = step_uuid(step)
     row: dict[str, Any] = {
         "id": note_id,

@@ -15,7 +15,10 @@ shared machine hits all of them alike:
 * ``on_listener_idle`` (``--variants``): the same, but the wake-up flag left at idle, so every
   transaction sends a NOTIFY (the worst case: a listener that never clears the flag);
 * ``anchor_notify_per_row``: the capture trigger plus a per-row ``pg_notify`` (what waking
-  the listener on every change would cost).
+  the listener on every change would cost);
+* ``floor_ids_only``: instead of the capture trigger, a trigger that writes an outbox row with
+  ids only (workspace, entity, operation, event type; no values, no diff, no wake-up): the
+  floor of any trigger-written outbox, what a cheaper trigger body could at best reach.
 
 Besides tps, it reports the server's CPU time per transaction (the postmaster and every
 backend, live or exited: bench/cpu.py), which is far less sensitive than tps to other
@@ -52,9 +55,9 @@ DBNAME = "bench_capture"
 CONTACTS = 10_000
 WORKSPACES = 4
 CLIENTS = (8, 32)
-#: Every variant; the default run leaves out on_listener_idle to stay near 2 minutes.
-VARIANTS = ("off", "on", "on_listener_idle", "anchor_notify_per_row")
-DEFAULT_VARIANTS = ("off", "on", "anchor_notify_per_row")
+#: Every variant; the default run leaves out on_listener_idle to stay near 3 minutes.
+VARIANTS = ("off", "on", "on_listener_idle", "anchor_notify_per_row", "floor_ids_only")
+DEFAULT_VARIANTS = ("off", "on", "anchor_notify_per_row", "floor_ids_only")
 #: Contact ids are derived from 1..CONTACTS so pgbench can pick one with \set.
 ID_PREFIX = "00000000-0000-4000-9000-"
 
@@ -89,13 +92,26 @@ END
 $$;
 CREATE TRIGGER bench_notify_per_row AFTER UPDATE ON contacts
     FOR EACH ROW EXECUTE FUNCTION bench_notify_per_row();
+
+CREATE OR REPLACE FUNCTION bench_ids_only() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    INSERT INTO public.automation_events
+        (workspace_id, entity_type, entity_id, operation, event_type)
+    VALUES (NEW.workspace_id, 'contact', NEW.id, 'update', 'contact_updated');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER bench_ids_only AFTER UPDATE ON contacts
+    FOR EACH ROW EXECUTE FUNCTION bench_ids_only();
 """
 
 
 def set_variant(conn: psycopg.Connection, variant: str) -> None:
     """Switch triggers and the wake-up flag; untimed, before each run."""
     conn.execute("ALTER TABLE contacts DISABLE TRIGGER USER")
-    if variant != "off":
+    if variant == "floor_ids_only":
+        conn.execute("ALTER TABLE contacts ENABLE TRIGGER bench_ids_only")
+    elif variant != "off":
         conn.execute("ALTER TABLE contacts ENABLE TRIGGER haste_capture")
     if variant == "anchor_notify_per_row":
         conn.execute("ALTER TABLE contacts ENABLE TRIGGER bench_notify_per_row")

@@ -79,6 +79,7 @@ def rows_capture(data: dict[str, Any] | None) -> list[Row]:
     for clients in ("8", "32"):
         on = dig(data, "results", clients, "on")
         anchor = dig(data, "results", clients, "anchor_notify_per_row")
+        floor = dig(data, "results", clients, "floor_ids_only")
         if on is None:
             rows.append((f"capture, {clients} writers", "not run", "", "≥ 80 %", "—"))
             continue
@@ -86,15 +87,37 @@ def rows_capture(data: dict[str, Any] | None) -> list[Row]:
             (
                 f"capture: UPDATE throughput kept, {clients} writers (tps / server CPU)",
                 f"{on['pct_of_baseline_tps']} % / {on['pct_of_baseline_by_cpu']} %",
-                f"per-row pg_notify: {anchor['pct_of_baseline_tps']} % / "
-                f"{anchor['pct_of_baseline_by_cpu']} %"
-                if anchor
-                else "",
+                "; ".join(
+                    f"{label}: {x['pct_of_baseline_tps']} % / {x['pct_of_baseline_by_cpu']} %"
+                    for label, x in (("per-row pg_notify", anchor), ("ids-only row", floor))
+                    if x
+                ),
                 "≥ 80 %",
                 _met(min(on["pct_of_baseline_tps"], on["pct_of_baseline_by_cpu"] or 0) >= 80),
             )
         )
     return rows
+
+
+def rows_capture_logical(data: dict[str, Any] | None) -> list[Row]:
+    """The design not built (bench_capture_logical.py): what the writer would keep."""
+    if data is None:
+        return [("capture by logical decoding (not built)", "not run", "", "≥ 80 %", "—")]
+    kept = [
+        f"{c} writers {x['pct_of_baseline_tps']} % / {x['pct_of_baseline_by_cpu']} %"
+        for c in ("8", "32")
+        if (x := dig(data, "results", c, "logical"))
+    ]
+    decode = dig(data, "decoding", "server_cpu_us_per_update_median")
+    return [
+        (
+            "capture by logical decoding, not built: writers keep (tps / server CPU)",
+            "; ".join(kept) + (f"; decoding {decode} µs per UPDATE" if decode else ""),
+            "wal_level replica, same run",
+            "≥ 80 %",
+            "—",
+        )
+    ]
 
 
 def rows_e2e(data: dict[str, Any] | None) -> list[Row]:
@@ -247,6 +270,7 @@ def rows_other(
 
 SECTIONS: list[tuple[str, Callable[..., list[Row]], tuple[str, ...]]] = [
     ("capture", rows_capture, ("capture",)),
+    ("capture_logical", rows_capture_logical, ("capture_logical",)),
     ("e2e", rows_e2e, ("e2e",)),
     ("workers", rows_workers, ("workers",)),
     ("schedule", rows_schedule, ("schedule",)),
@@ -264,7 +288,7 @@ def report() -> tuple[dict[str, Any], str]:
             "start": dig(load(name), "load_average_at_start"),
             "end": dig(load(name), "load_average_at_end"),
         }
-        for name in ("capture", "e2e", "workers", "listener", "webhooks")
+        for name in ("capture", "capture_logical", "e2e", "workers", "listener", "webhooks")
     }
     summary = {"machine": machine(), "load_during_runs": loads, "rows": rows}
     mach = summary["machine"]

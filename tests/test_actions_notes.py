@@ -57,6 +57,18 @@ def test_add_note_without_user_or_owner_is_written_by_the_workspace_owner(db, ws
     assert row(db, "notes", uuid.UUID(out["id"]))["created_by"] == ws.owner
 
 
+def test_add_note_with_no_one_to_act_as_is_a_config_error_and_writes_nothing(db, ws):
+    contact = make_contact(db, ws)
+    db.execute("UPDATE workspace_members SET status = 'inactive' WHERE workspace_id = %s", (ws.id,))
+    step = ws.step(trigger_entity="contact", trigger_entity_id=contact)
+
+    with pytest.raises(ActionError, match="no user to act as") as raised:
+        run_step(db, ADD_NOTE, {"content": "x"}, step)
+
+    assert raised.value.error_class == "config"
+    assert rows(db, "SELECT 1 FROM notes") == []
+
+
 def test_add_note_on_another_workspaces_record_is_not_found_and_writes_nothing(db, ws):
     other = make_workspace(db, "other")
     foreign = make_contact(db, other)

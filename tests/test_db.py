@@ -66,6 +66,32 @@ def test_tenant_transaction_rolls_back_on_error(db) -> None:
     assert db.execute("SELECT count(*) FROM contacts").fetchone() == (0,)
 
 
+def test_tenant_transaction_with_a_refused_setting_raises_and_leaves_the_connection_usable(
+    db,
+) -> None:
+    ws = make_workspace(db, "acme")
+
+    with (
+        pytest.raises(psycopg.errors.InvalidParameterValue, match="synchronous_commit"),
+        tenant_transaction(db, ws, settings={"synchronous_commit": "sometimes"}),
+    ):
+        pytest.fail("the block must not run when the settings were refused")
+
+    assert db.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with tenant_transaction(db, ws) as cur:
+        cur.execute("SELECT current_setting('app.workspace_id')")
+        assert cur.fetchone() == (str(ws),)
+
+
+@pytest.mark.parametrize("value", ["it's", "back\\slash", "plain-123"])
+def test_tenant_settings_arrive_verbatim_whatever_their_characters(db, value) -> None:
+    ws = make_workspace(db, "acme")
+
+    with tenant_transaction(db, ws, settings={"app.note": value}) as cur:
+        cur.execute("SELECT current_setting('app.note')")
+        assert cur.fetchone() == (value,)
+
+
 def test_tenant_transaction_refuses_a_missing_workspace(db) -> None:
     with pytest.raises(ValueError, match="needs a workspace id"), tenant_transaction(db, ""):
         pass
