@@ -56,7 +56,7 @@ def test_a_send_of_at_most_sixteen_ids_is_one_message_per_id() -> None:
     assert broker_module.batches(ids) == [[i] for i in ids]
 
 
-def test_a_large_send_is_cut_into_messages_of_at_most_ten_ids() -> None:
+def test_a_large_send_is_cut_into_messages_of_batch_max_ids() -> None:
     ids = [str(uuid.uuid4()) for _ in range(1000)]
 
     cut = broker_module.batches(ids)

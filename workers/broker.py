@@ -43,8 +43,11 @@ QUEUES = ("automations", "ai", "maintenance")
 EXECUTION_QUEUE = "automations"
 EXECUTION_ACTOR = "run_execution"
 """Actor of queue ``automations``: ``run_execution(execution_ids: str | list[str])``."""
-BATCH_MAX = 10
-"""Most execution ids one message carries (see :func:`batches`)."""
+BATCH_MAX = 20
+"""Most execution ids one message carries (see :func:`batches`). 20 rather than 10: CPU per
+one-step execution 1.82 -> 1.63 ms in G3 (bench/README.md). The price: under a backlog a
+slow step holds up to 19 batch-mates on its thread (they are held and heart-beaten, never
+lost), and a batch needs a send of at least 320 ids (BATCH_SPREAD x 20) to be this large."""
 BATCH_SPREAD = 16
 """Messages a send is split into at least, while it has that many ids: the threads of a
 typical deployment (2 processes x 8) all get work before any message carries two ids."""
@@ -113,8 +116,8 @@ def batches(ids: list[str]) -> list[list[str]]:
     most :data:`BATCH_SPREAD` (no run waits behind another when threads are free), then
     up to :data:`BATCH_MAX` per message. A message costs the worker a Redis fetch and ack
     and Dramatiq's per-message work (about as much CPU as the run of a one-step
-    execution); under a backlog, where every thread is busy anyway, sharing it between ten
-    runs is what lets a worker keep up."""
+    execution); under a backlog, where every thread is busy anyway, sharing it between up to
+    twenty runs is what lets a worker keep up."""
     size = max(1, min(BATCH_MAX, len(ids) // BATCH_SPREAD))
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
