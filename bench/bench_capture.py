@@ -37,7 +37,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,9 +45,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cpu import postmaster_pid, tree_cpu_s
+from embedded import migrated_postgres
 
-from engine.migrations import migrate
-from engine.services import EmbeddedPostgres, _pg_bin, ensure_database
+from engine.services import EmbeddedPostgres, _pg_bin
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DBNAME = "bench_capture"
@@ -140,38 +139,46 @@ def run_pgbench(pg: EmbeddedPostgres, script: Path, clients: int, seconds: int) 
     return {"tps": round(tps, 1), "transactions": txns, "server_cpu_us_per_tx": cpu_us}
 
 
+def save(result: dict, name: str) -> None:
+    """Write bench/results/<name>.json; print it without the per-run figures."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    medians = {
+        c: {v: {k: x[k] for k in x if k != "runs"} for v, x in by.items()}
+        for c, by in result["results"].items()
+    }
+    print(
+        json.dumps(
+            {k: v for k, v in result.items() if k != "results"} | {"results": medians}, indent=2
+        )
+    )
+
+
 def main(rounds: int, seconds: int, variants: tuple[str, ...] = DEFAULT_VARIANTS) -> dict:
     load_at_start = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="haste-bench-capture-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg").start()
-        try:
-            ensure_database(pg.url("postgres"), DBNAME)
-            url = pg.url(DBNAME)
-            migrate(url)
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(SEED)
-                conn.execute(ANCHOR)
-                version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-            script = Path(tmp) / "update_score.sql"
-            script.write_text(SCRIPT)
+    with migrated_postgres("capture", DBNAME) as (pg, url):
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(SEED)
+            conn.execute(ANCHOR)
+            version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        script = pg.data_dir.parent / "update_score.sql"
+        script.write_text(SCRIPT)
 
-            runs: dict[int, dict[str, list[dict]]] = {c: {v: [] for v in variants} for c in CLIENTS}
-            for r in range(rounds):
-                # Rotate the order each round so no variant always runs first or last.
-                order = variants[r % len(variants) :] + variants[: r % len(variants)]
-                for clients in CLIENTS:
-                    for variant in order:
-                        with psycopg.connect(url, autocommit=True) as conn:
-                            set_variant(conn, variant)
-                        result = run_pgbench(pg, script, clients, seconds)
-                        runs[clients][variant].append(result)
-                        print(
-                            f"round {r + 1} clients {clients:2d} {variant:22s} {result}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-        finally:
-            pg.stop()
+        runs: dict[int, dict[str, list[dict]]] = {c: {v: [] for v in variants} for c in CLIENTS}
+        for r in range(rounds):
+            # Rotate the order each round so no variant always runs first or last.
+            order = variants[r % len(variants) :] + variants[: r % len(variants)]
+            for clients in CLIENTS:
+                for variant in order:
+                    with psycopg.connect(url, autocommit=True) as conn:
+                        set_variant(conn, variant)
+                    result = run_pgbench(pg, script, clients, seconds)
+                    runs[clients][variant].append(result)
+                    print(
+                        f"round {r + 1} clients {clients:2d} {variant:22s} {result}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
 
     summary: dict[str, dict] = {}
     for clients, by_variant in runs.items():
@@ -222,18 +229,4 @@ if __name__ == "__main__":
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
-    result = main(args.rounds, args.seconds, chosen)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "capture.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        json.dumps(
-            {k: v for k, v in result.items() if k != "results"}
-            | {
-                "results": {
-                    c: {v: {k: x[k] for k in x if k != "runs"} for v, x in by.items()}
-                    for c, by in result["results"].items()
-                }
-            },
-            indent=2,
-        )
-    )
+    save(main(args.rounds, args.seconds, chosen), "capture")

@@ -26,11 +26,9 @@ Prints JSON and writes bench/results/capture_logical.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,17 +36,16 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_capture import CLIENTS, DBNAME, SCRIPT, SEED, run_pgbench
+from bench_capture import CLIENTS, DBNAME, SCRIPT, SEED, run_pgbench, save
 from cpu import postmaster_pid, tree_cpu_s
+from embedded import migrated_postgres
 
-from engine.migrations import migrate
-from engine.services import EmbeddedPostgres, ensure_database
+from engine.services import EmbeddedPostgres
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SLOT = "haste_bench"
 
 
-def switch(pg: EmbeddedPostgres, url: str, variant: str) -> EmbeddedPostgres:
+def switch(pg: EmbeddedPostgres, url: str, variant: str) -> None:
     """Set wal_level and the table's replica identity for ``variant``; restart the server."""
     logical = variant == "logical"
     with psycopg.connect(url, autocommit=True) as conn:
@@ -60,13 +57,12 @@ def switch(pg: EmbeddedPostgres, url: str, variant: str) -> EmbeddedPostgres:
             (SLOT,),
         )
     pg.stop()
-    pg = EmbeddedPostgres(pg.data_dir).start()
+    pg.start()
     with psycopg.connect(url, autocommit=True) as conn:
         if logical:
             conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (SLOT,))
         conn.execute("VACUUM (ANALYZE) contacts")
         conn.execute("CHECKPOINT")
-    return pg
 
 
 def decode(pg: EmbeddedPostgres, url: str) -> dict:
@@ -93,36 +89,29 @@ def decode(pg: EmbeddedPostgres, url: str) -> dict:
 
 def main(rounds: int, seconds: int) -> dict:
     load_at_start = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="haste-bench-capture-logical-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg").start()
-        try:
-            ensure_database(pg.url("postgres"), DBNAME)
-            url = pg.url(DBNAME)
-            migrate(url)
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(SEED)
-                conn.execute("ALTER TABLE contacts DISABLE TRIGGER USER")
-                conn.execute(f"CREATE PUBLICATION {SLOT} FOR TABLE contacts")
-                version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-            script = Path(tmp) / "update_score.sql"
-            script.write_text(SCRIPT)
-            runs: dict[int, dict[str, list[dict]]] = {
-                c: {"replica": [], "logical": []} for c in CLIENTS
-            }
-            decoding: list[dict] = []
-            for r in range(rounds):
-                order = ("replica", "logical") if r % 2 == 0 else ("logical", "replica")
-                for variant in order:
-                    pg = switch(pg, url, variant)
-                    for clients in CLIENTS:
-                        result = run_pgbench(pg, script, clients, seconds)
-                        runs[clients][variant].append(result)
-                        print(f"round {r + 1} {variant:8s} {clients:2d} {result}", file=sys.stderr)
-                    if variant == "logical":
-                        decoding.append(decode(pg, url))
-                        print(f"round {r + 1} decode {decoding[-1]}", file=sys.stderr)
-        finally:
-            pg.stop()
+    with migrated_postgres("capture-logical", DBNAME) as (pg, url):
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(SEED)
+            conn.execute("ALTER TABLE contacts DISABLE TRIGGER USER")
+            conn.execute(f"CREATE PUBLICATION {SLOT} FOR TABLE contacts")
+            version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        script = pg.data_dir.parent / "update_score.sql"
+        script.write_text(SCRIPT)
+        runs: dict[int, dict[str, list[dict]]] = {
+            c: {"replica": [], "logical": []} for c in CLIENTS
+        }
+        decoding: list[dict] = []
+        for r in range(rounds):
+            order = ("replica", "logical") if r % 2 == 0 else ("logical", "replica")
+            for variant in order:
+                switch(pg, url, variant)
+                for clients in CLIENTS:
+                    result = run_pgbench(pg, script, clients, seconds)
+                    runs[clients][variant].append(result)
+                    print(f"round {r + 1} {variant:8s} {clients:2d} {result}", file=sys.stderr)
+                if variant == "logical":
+                    decoding.append(decode(pg, url))
+                    print(f"round {r + 1} decode {decoding[-1]}", file=sys.stderr)
 
     summary: dict[str, dict] = {}
     for clients, by_variant in runs.items():
@@ -166,18 +155,4 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (default 4)")
     parser.add_argument("--seconds", type=int, default=6, help="pgbench -T per run (default 6)")
     args = parser.parse_args()
-    result = main(args.rounds, args.seconds)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "capture_logical.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        json.dumps(
-            {k: v for k, v in result.items() if k != "results"}
-            | {
-                "results": {
-                    c: {v: {k: x[k] for k in x if k != "runs"} for v, x in by.items()}
-                    for c, by in result["results"].items()
-                }
-            },
-            indent=2,
-        )
-    )
+    save(main(args.rounds, args.seconds), "capture_logical")

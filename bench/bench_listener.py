@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cpu import postmaster_pid, tree_cpu_s  # noqa: E402
+from embedded import migrated_postgres  # noqa: E402
 
 from engine.automations import deploy, find_workspace  # noqa: E402
-from engine.migrations import migrate  # noqa: E402
-from engine.services import EmbeddedPostgres, ensure_database  # noqa: E402
+from engine.services import EmbeddedPostgres  # noqa: E402
 from triggers.listener import Listener  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -150,23 +149,16 @@ def timed_drain(pg: EmbeddedPostgres, url: str, automations: int, workspaces: in
 
 def main(events: int, workspaces: int) -> dict:
     load_at_start = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="haste-bench-listener-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg").start()
-        try:
-            ensure_database(pg.url("postgres"), DBNAME)
-            url = pg.url(DBNAME)
-            migrate(url)
-            runs = {}
-            with psycopg.connect(url, autocommit=True) as conn:
-                for automations in (1, 100):
-                    seed(conn, workspaces, automations, events)
+    with migrated_postgres("listener", DBNAME) as (pg, url):
+        runs = {}
+        with psycopg.connect(url, autocommit=True) as conn:
             for automations in (1, 100):
-                runs[str(automations)] = timed_drain(pg, url, automations, workspaces)
-                print(json.dumps(runs[str(automations)]), file=sys.stderr, flush=True)
-            with psycopg.connect(url) as conn:
-                version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-        finally:
-            pg.stop()
+                seed(conn, workspaces, automations, events)
+        for automations in (1, 100):
+            runs[str(automations)] = timed_drain(pg, url, automations, workspaces)
+            print(json.dumps(runs[str(automations)]), file=sys.stderr, flush=True)
+        with psycopg.connect(url) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
     return {
         "benchmark": "listener throughput (bench/bench_listener.py)",
         "postgres": version,

@@ -27,7 +27,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -40,10 +39,10 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from embedded import migrated_postgres
+
 from engine.config import load_settings
-from engine.migrations import migrate
 from engine.queries import query
-from engine.services import EmbeddedPostgres, ensure_database
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DBNAME = "bench_schedule"
@@ -266,26 +265,19 @@ def run_anchor(url: str, autos: list, t: datetime) -> dict[str, Any]:
 def main() -> dict[str, Any]:
     # APScheduler logs one warning per missed job (thousands in the anchor run).
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="haste-bench-schedule-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg").start()
-        try:
-            ensure_database(pg.url("postgres"), DBNAME)
-            url = pg.url(DBNAME)
-            migrate(url)
-            with psycopg.connect(url, autocommit=True) as conn:
-                autos = seed(conn)
-                version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-            t = (datetime.now(UTC) + timedelta(seconds=LEAD_S)).replace(microsecond=0)
-            haste = run_haste(url, autos, t, batch_emit=False)
-            print(f"haste  {json.dumps(haste)}", file=sys.stderr, flush=True)
-            t = (datetime.now(UTC) + timedelta(seconds=LEAD_S)).replace(microsecond=0)
-            batched = run_haste(url, autos, t, batch_emit=True)
-            print(f"haste, batch emit {json.dumps(batched)}", file=sys.stderr, flush=True)
-            t = (datetime.now(UTC) + timedelta(seconds=LEAD_S + 8)).replace(microsecond=0)
-            anchor = run_anchor(url, autos, t)
-            print(f"anchor {json.dumps(anchor)}", file=sys.stderr, flush=True)
-        finally:
-            pg.stop()
+    with migrated_postgres("schedule", DBNAME) as (_, url):
+        with psycopg.connect(url, autocommit=True) as conn:
+            autos = seed(conn)
+            version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        t = (datetime.now(UTC) + timedelta(seconds=LEAD_S)).replace(microsecond=0)
+        haste = run_haste(url, autos, t, batch_emit=False)
+        print(f"haste  {json.dumps(haste)}", file=sys.stderr, flush=True)
+        t = (datetime.now(UTC) + timedelta(seconds=LEAD_S)).replace(microsecond=0)
+        batched = run_haste(url, autos, t, batch_emit=True)
+        print(f"haste, batch emit {json.dumps(batched)}", file=sys.stderr, flush=True)
+        t = (datetime.now(UTC) + timedelta(seconds=LEAD_S + 8)).replace(microsecond=0)
+        anchor = run_anchor(url, autos, t)
+        print(f"anchor {json.dumps(anchor)}", file=sys.stderr, flush=True)
     result = {
         "benchmark": "G7: 10,000 schedules, 5,000 due in the same second",
         "machine": {
