@@ -92,6 +92,16 @@ def test_tenant_settings_arrive_verbatim_whatever_their_characters(db, value) ->
         assert cur.fetchone() == (value,)
 
 
+def test_the_same_tenant_transaction_repeated_past_psycopgs_prepare_threshold_works(db) -> None:
+    ws = make_workspace(db, "acme")
+    repeats = (db.prepare_threshold or 0) + 5  # psycopg prepares a query seen this often
+
+    for _ in range(repeats):
+        with tenant_transaction(db, ws, settings={"app.execution_id": "same"}) as cur:
+            cur.execute("SELECT current_setting('app.workspace_id')")
+            assert cur.fetchone() == (str(ws),)
+
+
 def test_tenant_transaction_refuses_a_missing_workspace(db) -> None:
     with pytest.raises(ValueError, match="needs a workspace id"), tenant_transaction(db, ""):
         pass
