@@ -83,7 +83,7 @@ def test_tenant_transaction_with_a_refused_setting_raises_and_leaves_the_connect
         assert cur.fetchone() == (str(ws),)
 
 
-@pytest.mark.parametrize("value", ["it's", "back\\slash", "plain-123"])
+@pytest.mark.parametrize("value", ["it's", "back\\slash", "100%s done", "plain-123"])
 def test_tenant_settings_arrive_verbatim_whatever_their_characters(db, value) -> None:
     ws = make_workspace(db, "acme")
 
