@@ -18,7 +18,17 @@ shared machine hits all of them alike:
   the listener on every change would cost);
 * ``floor_ids_only``: instead of the capture trigger, a trigger that writes an outbox row with
   ids only (workspace, entity, operation, event type; no values, no diff, no wake-up): the
-  floor of any trigger-written outbox, what a cheaper trigger body could at best reach.
+  floor of any trigger-written outbox, what a cheaper trigger body could at best reach;
+* ``logical``: ``haste capture logical`` (schemas/sql/0100_capture_logical.sql): no row
+  trigger, ``REPLICA IDENTITY FULL`` and a pgoutput slot; the writer pays the old row image
+  in WAL. After each such run the backlog is decoded into the outbox
+  (``Decoder.catch_up``, the listener's work) and timed: ``decoding`` in the results;
+* ``logical_actor``: the same with ``app.user_id`` set on every connection (``PGOPTIONS``),
+  as the CRM's own writers set it for row-level security, so the statement trigger that puts
+  the writer's causation into WAL fires on every UPDATE.
+
+The server runs with ``wal_level = logical`` throughout (the embedded default);
+bench/bench_capture_logical.py measures that against ``replica``.
 
 Besides tps, it reports the server's CPU time per transaction (the postmaster and every
 backend, live or exited: bench/cpu.py), which is far less sensitive than tps to other
@@ -48,6 +58,8 @@ from cpu import postmaster_pid, tree_cpu_s
 from embedded import migrated_postgres
 
 from engine.services import EmbeddedPostgres, _pg_bin
+from triggers.capture_mode import switch_capture
+from triggers.decoder import Decoder
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DBNAME = "bench_capture"
@@ -55,8 +67,25 @@ CONTACTS = 10_000
 WORKSPACES = 4
 CLIENTS = (8, 32)
 #: Every variant; the default run leaves out on_listener_idle to stay near 3 minutes.
-VARIANTS = ("off", "on", "on_listener_idle", "anchor_notify_per_row", "floor_ids_only")
-DEFAULT_VARIANTS = ("off", "on", "anchor_notify_per_row", "floor_ids_only")
+VARIANTS = (
+    "off",
+    "on",
+    "on_listener_idle",
+    "anchor_notify_per_row",
+    "floor_ids_only",
+    "logical",
+    "logical_actor",
+)
+DEFAULT_VARIANTS = (
+    "off",
+    "on",
+    "anchor_notify_per_row",
+    "floor_ids_only",
+    "logical",
+    "logical_actor",
+)
+#: The actor every connection of the logical_actor variant has (PGOPTIONS).
+ACTOR = "00000000-0000-4000-a000-000000000001"
 #: Contact ids are derived from 1..CONTACTS so pgbench can pick one with \set.
 ID_PREFIX = "00000000-0000-4000-9000-"
 
@@ -106,9 +135,13 @@ CREATE TRIGGER bench_ids_only AFTER UPDATE ON contacts
 
 
 def set_variant(conn: psycopg.Connection, variant: str) -> None:
-    """Switch triggers and the wake-up flag; untimed, before each run."""
+    """Switch capture mode, triggers and the wake-up flag; untimed, before each run."""
+    logical = variant.startswith("logical")
+    switch_capture(conn, "logical" if logical else "trigger")
     conn.execute("ALTER TABLE contacts DISABLE TRIGGER USER")
-    if variant == "floor_ids_only":
+    if logical:
+        conn.execute("ALTER TABLE contacts ENABLE TRIGGER haste_capture_context")
+    elif variant == "floor_ids_only":
         conn.execute("ALTER TABLE contacts ENABLE TRIGGER bench_ids_only")
     elif variant != "off":
         conn.execute("ALTER TABLE contacts ENABLE TRIGGER haste_capture")
@@ -120,7 +153,9 @@ def set_variant(conn: psycopg.Connection, variant: str) -> None:
     conn.execute("CHECKPOINT")
 
 
-def run_pgbench(pg: EmbeddedPostgres, script: Path, clients: int, seconds: int) -> dict:
+def run_pgbench(
+    pg: EmbeddedPostgres, script: Path, clients: int, seconds: int, options: str = ""
+) -> dict:
     pid = postmaster_pid(pg.data_dir)
     cpu_before = tree_cpu_s([pid])
     out = subprocess.run(
@@ -129,7 +164,7 @@ def run_pgbench(pg: EmbeddedPostgres, script: Path, clients: int, seconds: int) 
             "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds),
             "-f", str(script), "-h", pg.socket_dir, "-U", "postgres", DBNAME,
         ],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, env={**os.environ, "PGOPTIONS": options},
     )  # fmt: skip
     time.sleep(0.3)  # let the postmaster reap the clients' backends
     cpu_after = tree_cpu_s([pid])
@@ -137,6 +172,25 @@ def run_pgbench(pg: EmbeddedPostgres, script: Path, clients: int, seconds: int) 
     txns = int(re.search(r"actually processed: (\d+)", out.stdout).group(1))  # type: ignore[union-attr]
     cpu_us = round((cpu_after - cpu_before) / txns * 1e6, 1) if txns else None
     return {"tps": round(tps, 1), "transactions": txns, "server_cpu_us_per_tx": cpu_us}
+
+
+def decode_backlog(pg: EmbeddedPostgres, url: str) -> dict:
+    """What the listener pays for a logical run: the slot's backlog into the outbox."""
+    pid = postmaster_pid(pg.data_dir)
+    server_before, client_before = tree_cpu_s([pid]), time.process_time()
+    started = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        events = Decoder().catch_up(conn, max_steps=100_000)
+    seconds = time.perf_counter() - started
+    server = tree_cpu_s([pid]) - server_before
+    client = time.process_time() - client_before
+    return {
+        "events": events,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(events / seconds) if seconds else None,
+        "server_cpu_us_per_event": round(server / events * 1e6, 1) if events else None,
+        "decoder_cpu_us_per_event": round(client / events * 1e6, 1) if events else None,
+    }
 
 
 def save(result: dict, name: str) -> None:
@@ -172,7 +226,10 @@ def main(rounds: int, seconds: int, variants: tuple[str, ...] = DEFAULT_VARIANTS
                 for variant in order:
                     with psycopg.connect(url, autocommit=True) as conn:
                         set_variant(conn, variant)
-                    result = run_pgbench(pg, script, clients, seconds)
+                    options = f"-c app.user_id={ACTOR}" if variant == "logical_actor" else ""
+                    result = run_pgbench(pg, script, clients, seconds, options)
+                    if variant.startswith("logical"):
+                        result["decoding"] = decode_backlog(pg, url)
                     runs[clients][variant].append(result)
                     print(
                         f"round {r + 1} clients {clients:2d} {variant:22s} {result}",
@@ -190,7 +247,22 @@ def main(rounds: int, seconds: int, variants: tuple[str, ...] = DEFAULT_VARIANTS
             tps = statistics.median(x["tps"] for x in results)
             cpus = [x["server_cpu_us_per_tx"] for x in results]
             cpu = statistics.median(cpus) if None not in cpus else None
+            decoding = [x["decoding"] for x in results if "decoding" in x]
             summary[str(clients)][variant] = {
+                **(
+                    {
+                        "decoding": {
+                            k: statistics.median(d[k] for d in decoding)
+                            for k in (
+                                "events_per_s",
+                                "server_cpu_us_per_event",
+                                "decoder_cpu_us_per_event",
+                            )
+                        }
+                    }
+                    if decoding
+                    else {}
+                ),
                 "tps_median": round(tps, 1),
                 "pct_of_baseline_tps": round(100 * tps / base_tps, 1),
                 "server_cpu_us_per_tx": cpu,

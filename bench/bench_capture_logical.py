@@ -89,7 +89,7 @@ def decode(pg: EmbeddedPostgres, url: str) -> dict:
 
 def main(rounds: int, seconds: int) -> dict:
     load_at_start = os.getloadavg()
-    with migrated_postgres("capture-logical", DBNAME) as (pg, url):
+    with migrated_postgres("capture-logical", DBNAME, logical_wal=False) as (pg, url):
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(SEED)
             conn.execute("ALTER TABLE contacts DISABLE TRIGGER USER")

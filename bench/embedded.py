@@ -16,11 +16,13 @@ from engine.services import EmbeddedPostgres, ensure_database
 
 
 @contextmanager
-def migrated_postgres(name: str, dbname: str) -> Iterator[tuple[EmbeddedPostgres, str]]:
+def migrated_postgres(
+    name: str, dbname: str, *, logical_wal: bool = True
+) -> Iterator[tuple[EmbeddedPostgres, str]]:
     """``(server, url of dbname)``; the server's temp dir (``server.data_dir.parent``) is
     the run's scratch space, removed with it."""
     with tempfile.TemporaryDirectory(prefix=f"haste-bench-{name}-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg").start()
+        pg = EmbeddedPostgres(Path(tmp) / "pg", logical_wal=logical_wal).start()
         try:
             ensure_database(pg.url("postgres"), dbname)
             url = pg.url(dbname)

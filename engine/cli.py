@@ -224,6 +224,43 @@ def listen(rt: Runtime) -> None:
     run_until_signalled(rt.database_url())
 
 
+@main.command()
+@click.argument("mode", required=False, type=click.Choice(["trigger", "logical"]))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_runtime
+def capture(rt: Runtime, mode: str | None, as_json: bool) -> None:
+    """Show how CRM changes are captured, or switch: MODE trigger (row triggers, the
+    default) or logical (logical decoding: writers keep their full throughput; needs
+    wal_level = logical and a replication slot, see docs/operations.md)."""
+    import json
+
+    import psycopg
+
+    from engine.values import json_safe
+    from triggers.capture_mode import CaptureModeError, capture_status, switch_capture
+
+    with psycopg.connect(rt.database_url(), autocommit=True) as conn:
+        try:
+            state = switch_capture(conn, mode) if mode else capture_status(conn)
+        except (CaptureModeError, psycopg.Error) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(json_safe(state), indent=2))
+        return
+    click.echo(f"capture: {state['mode']} (wal_level {state['wal_level']})")
+    if state["slot_name"]:
+        retained = state["slot_retained_bytes"]
+        click.echo(
+            f"  slot {state['slot_name']}: {'active' if state['slot_active'] else 'idle'},"
+            f" WAL retained {retained if retained is not None else '?'} bytes,"
+            f" status {state['slot_wal_status']}"
+        )
+        click.echo(f"  decoded up to {state['decoded_lsn'] or '-'} at {state['decoded_at'] or '-'}")
+    if state["last_error"]:
+        click.echo(f"  last decoding error: {state['last_error']}")
+
+
 # Command groups living in their own modules register themselves on import.
 from engine import cli_ai as _cli_ai  # noqa: E402,F401
 from engine import cli_authoring as _cli_authoring  # noqa: E402,F401

