@@ -25,7 +25,9 @@ shared machine hits all of them alike:
   (``Decoder.catch_up``, the listener's work) and timed: ``decoding`` in the results;
 * ``logical_actor``: the same with ``app.user_id`` set on every connection (``PGOPTIONS``),
   as the CRM's own writers set it for row-level security, so the statement trigger that puts
-  the writer's causation into WAL fires on every UPDATE.
+  the writer's causation into WAL fires on every UPDATE;
+* ``logical_bare`` (``--variants``): logical mode with that statement trigger disabled (no
+  causation, no wake-up): what the trigger's WHEN clause costs a writer that sets nothing.
 
 The server runs with ``wal_level = logical`` throughout (the embedded default);
 bench/bench_capture_logical.py measures that against ``replica``.
@@ -75,6 +77,7 @@ VARIANTS = (
     "floor_ids_only",
     "logical",
     "logical_actor",
+    "logical_bare",
 )
 DEFAULT_VARIANTS = (
     "off",
@@ -140,7 +143,8 @@ def set_variant(conn: psycopg.Connection, variant: str) -> None:
     switch_capture(conn, "logical" if logical else "trigger")
     conn.execute("ALTER TABLE contacts DISABLE TRIGGER USER")
     if logical:
-        conn.execute("ALTER TABLE contacts ENABLE TRIGGER haste_capture_context")
+        if variant != "logical_bare":
+            conn.execute("ALTER TABLE contacts ENABLE TRIGGER haste_capture_context")
     elif variant == "floor_ids_only":
         conn.execute("ALTER TABLE contacts ENABLE TRIGGER bench_ids_only")
     elif variant != "off":
@@ -182,6 +186,7 @@ def decode_backlog(pg: EmbeddedPostgres, url: str) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
         events = Decoder().catch_up(conn, max_steps=100_000)
     seconds = time.perf_counter() - started
+    time.sleep(0.3)  # let the postmaster reap the decoder's backend (its CPU counts then)
     server = tree_cpu_s([pid]) - server_before
     client = time.process_time() - client_before
     return {

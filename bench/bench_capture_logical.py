@@ -1,24 +1,18 @@
-"""What logical decoding would cost the CRM's writers: the alternative to the capture trigger.
+"""What ``wal_level = logical`` and ``REPLICA IDENTITY FULL`` cost the CRM's writers.
 
-Issue 5's goal (writers keep >= 80 % of their UPDATE throughput with capture on) is not met
-by the trigger-written outbox at 32 writers on 2 cores, and bench_capture.py's
-``floor_ids_only`` variant shows that no trigger-written row can meet it there. This
-measures the other design, with the same data and pgbench script as bench_capture.py:
+Logical capture (``haste capture logical``, schemas/sql/0100_capture_logical.sql) needs both,
+and the embedded server now always runs with ``wal_level = logical``. This measures them
+alone, with the same data and pgbench script as bench_capture.py (which measures the
+capture modes themselves):
 
 * ``replica``: ``wal_level = replica``, no trigger (the baseline);
-* ``logical``: ``wal_level = logical``, ``REPLICA IDENTITY FULL`` on contacts (so an UPDATE's
-  WAL carries the old row: what the listener would diff against), a publication and a
-  ``pgoutput`` replication slot, no trigger. The writer pays only the extra WAL.
+* ``logical``: ``wal_level = logical``, ``REPLICA IDENTITY FULL`` on contacts (an UPDATE's
+  WAL then carries the old row), a publication and a ``pgoutput`` slot, no trigger.
 
-The two alternate, with a server restart in between (``wal_level`` needs one), and each
-``logical`` run is followed by decoding what it wrote with
-``pg_logical_slot_get_binary_changes`` (the work a logical-decoding listener would do in the
-server), reported as server CPU per decoded UPDATE.
-
-Not built: decoding would also need the listener to parse pgoutput, to carry the
-``app.*`` causation settings through ``pg_logical_emit_message`` (WAL has no GUCs), and ops
-to run with ``wal_level = logical`` and a slot that retains WAL while no listener reads it.
-See bench/README.md ("Event capture") and docs/architecture.md.
+The two alternate, with a server restart in between (``wal_level`` needs one; the server is
+started with ``logical_wal=False`` so that ours is not forced to logical), and each
+``logical`` run is followed by reading what it wrote with
+``pg_logical_slot_get_binary_changes``, reported as server CPU per decoded UPDATE.
 
 Prints JSON and writes bench/results/capture_logical.json.
 """

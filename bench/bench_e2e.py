@@ -11,11 +11,16 @@ G2: one event every 1–2 s, 60 events (goal p99 ≤ 100 ms).
 The plain Dramatiq hop (the anchor) is measured in the same run by bench_workers.py's
 ``dramatiq_hop`` on the same broker.
 
+``--capture logical`` runs the same in logical capture mode (``haste capture logical``: the
+listener decodes WAL instead of reading trigger-written rows; an idle listener is woken by
+the statement trigger's NOTIFY) and writes bench/results/e2e_logical.json.
+
 Prints JSON and writes bench/results/e2e.json. Bound: ~4.5 minutes.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -46,6 +51,7 @@ from engine.automations import Workspace, deploy  # noqa: E402
 from engine.config import load_settings  # noqa: E402
 from engine.migrations import migrate  # noqa: E402
 from engine.services import ensure_database, start_services  # noqa: E402
+from triggers.capture_mode import switch_capture  # noqa: E402
 
 RESULTS = HERE / "results"
 G1_SECONDS = int(os.environ.get("BENCH_G1_SECONDS", "120"))
@@ -81,30 +87,32 @@ def setup(conn: psycopg.Connection[Any], contacts: int) -> list[Any]:
 def run_events(
     conn: psycopg.Connection[Any], contacts: list[Any], rate: float | None, count: int
 ) -> Any:
-    committed: dict[int, float] = {}
+    # An event is known by its contact and the score its UPDATE set: in logical capture
+    # mode the writer's transaction has no outbox row (and so no outbox id) of its own.
+    committed: dict[tuple[str, str], float] = {}
 
     def send(index: int) -> None:
         contact = contacts[index % len(contacts)]
-        with conn.transaction():
-            conn.execute("UPDATE contacts SET score = score + 1 WHERE id = %s", (contact,))
-            # This session's own outbox id (other sessions' events, e.g. the notes the
-            # worker writes, may already carry higher ids).
-            row = conn.execute(
-                "SELECT currval(pg_get_serial_sequence('automation_events', 'id'))"
-            ).fetchone()
-        committed[int(row[0])] = time.time()
+        row = conn.execute(
+            "UPDATE contacts SET score = score + 1 WHERE id = %s RETURNING score", (contact,)
+        ).fetchone()
+        committed[(str(contact), str(row[0]))] = time.time()  # type: ignore[index]
 
     pace(count, rate, send)
     deadline = time.monotonic() + 60
-    started: dict[int, float] = {}
+    started: dict[tuple[str, str], float] = {}
+    first = min(committed.values()) - 1
     while time.monotonic() < deadline and len(started) < len(committed):
         rows = conn.execute(
-            "SELECT x.event_id, min(s.started_at) FROM automation_executions x"
+            "SELECT e.entity_id::text, e.new_values->>'score', min(s.started_at)"
+            " FROM automation_executions x"
+            " JOIN automation_events e ON e.id = x.event_id"
             " JOIN automation_execution_steps s ON s.execution_id = x.id"
-            " WHERE x.event_id = ANY(%s) GROUP BY x.event_id",
-            (list(committed),),
+            " WHERE e.event_type = 'contact_updated' AND x.queued_at > to_timestamp(%s)"
+            " GROUP BY 1, 2",
+            (first,),
         ).fetchall()
-        started = {int(e): at.timestamp() for e, at in rows}
+        started = {(c, v): at.timestamp() for c, v, at in rows if (c, v) in committed}
         time.sleep(0.5)
     latencies = [started[e] - committed[e] for e in started]
     out = percentiles(latencies)
@@ -112,7 +120,7 @@ def run_events(
     return out
 
 
-def main() -> dict[str, Any]:
+def main(capture: str = "trigger") -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="haste-bench-e2e-"))
     services = start_services(load_settings({"HASTE_DATA_DIR": str(data_dir)}))
     listener: subprocess.Popen[bytes] | None = None
@@ -138,6 +146,8 @@ def main() -> dict[str, Any]:
         }
         with psycopg.connect(db_url, autocommit=True) as conn:
             contacts = setup(conn, 500)
+            if capture != "trigger":
+                result["capture"] = switch_capture(conn, capture)["mode"]
             listener = subprocess.Popen(
                 [HASTE, "listen"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
@@ -156,7 +166,16 @@ def main() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    out = main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--capture",
+        choices=("trigger", "logical"),
+        default="trigger",
+        help="capture mode (haste capture); logical writes bench/results/e2e_logical.json",
+    )
+    args = parser.parse_args()
+    out = main(args.capture)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "e2e.json").write_text(json.dumps(out, indent=2) + "\n")
+    name = "e2e" if args.capture == "trigger" else f"e2e_{args.capture}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -13,12 +13,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+#: Second runs of a bench with other arguments.
+EXTRA_RUNS = (("bench_e2e.py", "--capture", "logical"),)
+
 if __name__ == "__main__":
     failed = []
-    for script in sorted(HERE.glob("bench_*.py")):
-        print(f"== {script.name}", flush=True)
-        if subprocess.call([sys.executable, str(script)], cwd=HERE.parent) != 0:
-            failed.append(script.name)
+    runs = [(script.name,) for script in sorted(HERE.glob("bench_*.py"))] + list(EXTRA_RUNS)
+    for name, *args in runs:
+        print(f"== {name} {' '.join(args)}", flush=True)
+        if subprocess.call([sys.executable, str(HERE / name), *args], cwd=HERE.parent) != 0:
+            failed.append(" ".join([name, *args]))
     subprocess.call([sys.executable, str(HERE / "report.py")], cwd=HERE.parent)
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")

@@ -384,6 +384,18 @@ def render_status(data: dict[str, Any]) -> list[str]:
             f" {'idle' if listener['idle'] else 'busy'}, {listener['captured_total']} captured"
             " in all"
         )
+        capture = listener["capture"]
+        lines.append(
+            f"  capture: {capture['mode']}"
+            + (
+                f", slot {capture['slot_name']} retains {capture['slot_retained_bytes']} bytes"
+                f" of WAL"
+                if capture["slot_name"]
+                else ""
+            )
+        )
+        if capture["last_error"]:
+            lines.append(click.style(f"  decoding error: {capture['last_error']}", fg="red"))
         heading("executions")
         for status in ("queued", "running", "waiting"):
             row = data["executions"].get(status, {"count": 0, "oldest_seconds": 0})

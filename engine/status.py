@@ -34,6 +34,7 @@ def _section(read: Callable[[], Any]) -> Any:
 
 def gather(database_url: str, redis_url: str | None, settings: Settings) -> dict[str, Any]:
     """Every section as plain data (``haste status --json`` prints it as is)."""
+    from triggers.capture_mode import capture_status
     from triggers.scheduler import LOCK_KEY
     from workers.broker import QUEUES
 
@@ -46,6 +47,7 @@ def gather(database_url: str, redis_url: str | None, settings: Settings) -> dict
             live = list(cur.execute(query("metrics_executions_live")))
             outbox = cur.execute(query("metrics_outbox")).fetchone() or {}
             idle = cur.execute(query("status_listener_idle")).fetchone()
+            capture = capture_status(conn)
             return {
                 "connections": list(cur.execute(query("status_connections"))),
                 "scheduler_leader": cur.execute(
@@ -56,6 +58,10 @@ def gather(database_url: str, redis_url: str | None, settings: Settings) -> dict
                     "backlog": outbox.get("backlog"),
                     "lag_seconds": float(outbox.get("oldest_s") or 0),
                     "captured_total": outbox.get("captured"),
+                    "capture": {
+                        k: capture[k]
+                        for k in ("mode", "slot_name", "slot_retained_bytes", "last_error")
+                    },
                 },
                 "executions": {
                     r["status"]: {"count": r["n"], "oldest_seconds": float(r["oldest_s"] or 0)}

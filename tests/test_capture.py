@@ -5,8 +5,8 @@ listener is idle.
 Every test runs in both capture modes (``capture_mode``): the row triggers, and logical
 decoding (schemas/sql/0100_capture_logical.sql, triggers/decoder.py), where the helpers
 that read the outbox first decode the WAL written so far. The same assertions passing in
-both is what makes the two modes interchangeable; tests of the triggers' own mechanics
-(NOTIFY, re-running 0030) are marked ``trigger_only``.
+both is what makes the two modes interchangeable; tests of the row triggers' own mechanics
+(a NOTIFY only when a row made an event, re-running 0030) are marked ``trigger_only``.
 
 Writes go through the owner connection (``db``, autocommit) unless a test is about tenant
 code, which runs through engine.db.tenant_transaction exactly as the engine does.
@@ -674,7 +674,6 @@ def test_capture_ignores_the_callers_search_path_and_temp_tables(
 # ---------------------------------------------------------------------------
 
 
-@trigger_only
 def test_one_notify_per_statement_while_the_listener_is_idle(
     db: psycopg.Connection[Any], ws: uuid.UUID, listener: psycopg.Connection[Any]
 ) -> None:
@@ -688,7 +687,6 @@ def test_one_notify_per_statement_while_the_listener_is_idle(
     assert wake_ups(db, listener) == 1
 
 
-@trigger_only
 def test_no_notify_while_the_listener_is_busy(
     db: psycopg.Connection[Any], contact: uuid.UUID, listener: psycopg.Connection[Any]
 ) -> None:
@@ -699,7 +697,7 @@ def test_no_notify_while_the_listener_is_busy(
     assert wake_ups(db, listener) == 0
 
 
-@trigger_only
+@trigger_only  # logical mode's wake-up is a statement trigger: it cannot see the rows
 def test_no_notify_when_no_event_was_recorded(
     db: psycopg.Connection[Any], contact: uuid.UUID, listener: psycopg.Connection[Any]
 ) -> None:

@@ -394,3 +394,25 @@ def test_haste_capture_switches_and_reports_the_mode(db: Conn, db_url: str) -> N
     assert (state["mode"], state["decoding"]) == ("logical", False)
     assert back.exit_code == 0
     assert "capture: trigger (wal_level logical)" in back.output.splitlines()
+
+
+def test_each_read_moves_the_slots_restart_point_so_a_poll_decodes_only_new_wal(
+    logical: Conn,
+) -> None:
+    ws = make_workspace(logical)
+    contact = make_contact(logical, ws, score=0)
+    decoder = Decoder()
+    decoder.catch_up(logical)
+    before = logical.execute("SELECT pg_current_wal_lsn()").fetchone()
+    logical.execute("UPDATE contacts SET score = 1 WHERE id = %s", (contact,))
+
+    decoder.catch_up(logical)
+    decoder.catch_up(logical)  # a read restarts where the previous one ended
+
+    # Without a fresh running-transactions record the restart point would stay where the
+    # last one PostgreSQL wrote on its own (every 15 s) left it, behind `before`.
+    restart = logical.execute(
+        "SELECT restart_lsn >= %s FROM pg_replication_slots WHERE slot_name = %s",
+        (before[0], capture_status(logical)["slot_name"]),  # type: ignore[index]
+    ).fetchone()
+    assert restart == (True,)

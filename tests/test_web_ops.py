@@ -105,6 +105,7 @@ def test_metrics_expose_the_counters_after_a_run(web: Server, db: psycopg.Connec
     assert _value(text, 'haste_webhook_rejects_total{reason="bad_signature"}') >= 1
     assert _value(text, 'haste_events_emitted_total{source="webhook"}') >= 1
     assert _value(text, "haste_outbox_backlog") >= 2  # contact_created + the webhook
+    assert _value(text, "haste_capture_slot_retained_bytes") == 0  # trigger mode: no slot
     assert _value(text, "haste_events_captured_total") >= 2
     assert 'haste_executions{status="queued"} 0.0' in text
     assert 'haste_queue_messages{queue="automations",state="ready"}' in text

@@ -102,7 +102,9 @@ def test_status_shows_executions_failures_queues_and_schedules(
     assert data["failing_automations"][0]["last_error"] == "step boom failed"
     assert set(data["queues"]) == {"automations", "ai", "maintenance"}
     assert "listener" in data and "scheduler_leader" in data
+    assert data["listener"]["capture"]["mode"] == "trigger"
     assert text.exit_code == 0, text.output
     for heading in ("processes", "listener", "executions", "failing automations", "queues"):
         assert heading in text.stdout
     assert "step boom failed" in text.stdout
+    assert "capture: trigger" in text.stdout

@@ -246,6 +246,18 @@ def _values(
     return {c: v for c, v in zip(columns, values, strict=True) if c not in table.ignored_columns}
 
 
+def context_of(content: bytes) -> dict[str, Any]:
+    """The causation a writer's statement trigger put into WAL (``haste_capture_context``:
+    ``user_id,execution_id,causation_depth``, empty for unset), as the outbox's column
+    defaults would have read it: depth is the causing execution's depth plus one."""
+    user_id, execution_id, depth = [*content.decode().split(","), "", "", ""][:3]
+    return {
+        "actor_user_id": user_id or None,
+        "causation_execution_id": execution_id or None,
+        "depth": int(depth) + 1 if depth else 0,
+    }
+
+
 def event_of_message(content: bytes, committed_at: datetime) -> dict[str, Any]:
     """An event a custom capture trigger put into WAL (``haste_capture_emit``)."""
     event = json.loads(content)
@@ -293,7 +305,7 @@ def decode(
             relations[message.oid] = message
         elif isinstance(message, Message) and message.transactional and begin is not None:
             if message.prefix == "haste_context":
-                context = {**NO_CONTEXT, **json.loads(message.content)}
+                context = context_of(message.content)
             elif message.prefix == "haste_event":
                 pending.append(event_of_message(message.content, begin.committed_at))
             elif message.prefix == "haste_capture":
@@ -340,6 +352,30 @@ class Decoder:
 
     def __init__(self, limit: int = STEP_LIMIT) -> None:
         self.limit = limit
+        self._log_snapshots: bool | None = None  # unknown until the first step
+
+    def _log_snapshot(self, conn: psycopg.Connection[Any]) -> None:
+        """Write a running-transactions record just before reading the slot.
+
+        Each SQL-level read of a slot starts decoding at its ``restart_lsn``, which moves
+        only when the slot is advanced past such a record; PostgreSQL writes one every
+        15 s, so without this every poll would decode up to 15 s of WAL again (measured:
+        G1 p50 66 ms in logical mode). ``pg_log_standby_snapshot()`` exists from
+        PostgreSQL 16 and needs superuser or a grant; without it decoding still works,
+        only slower on a busy server."""
+        if self._log_snapshots is False:
+            return
+        try:
+            conn.execute("SELECT pg_log_standby_snapshot()")
+            self._log_snapshots = True
+        except psycopg.errors.UndefinedFunction:
+            self._log_snapshots = False
+        except psycopg.errors.InsufficientPrivilege:
+            self._log_snapshots = False
+            log.warning(
+                "pg_log_standby_snapshot() is not allowed for this role: logical capture"
+                " re-reads up to 15 s of WAL per poll (GRANT EXECUTE to avoid it)"
+            )
 
     def catch_up(self, conn: psycopg.Connection[Any], max_steps: int = 1000) -> int:
         """Steps until the slot is read to the end (or another decoder has the lock);
@@ -353,6 +389,10 @@ class Decoder:
         return total
 
     def step(self, conn: psycopg.Connection[Any]) -> StepResult:
+        if not conn.autocommit:
+            raise ValueError(
+                "the decoder commits, then advances the slot: give it an autocommit connection"
+            )
         result = StepResult()
         slot = conn.execute("SELECT slot_name FROM automation_capture_state").fetchone()
         if slot is None or slot[0] is None:
@@ -362,6 +402,7 @@ class Decoder:
         if not (got and got[0]):
             return result
         try:
+            self._log_snapshot(conn)
             self._step(conn, result)
         except (psycopg.Error, DecodeError) as exc:
             self._record_failure(conn, exc)

@@ -100,6 +100,7 @@ class ScrapeGauges(Collector):
                 None,
                 0,
             )
+            retained = cur.execute(query("metrics_capture_slot")).fetchone()
             leader = None
             if self.scheduler_lock_key is not None:
                 leader = cur.execute(
@@ -136,6 +137,12 @@ class ScrapeGauges(Collector):
             "Events ever written to the outbox (row triggers and emitters): the outbox"
             " identity's last value.",
             value=captured,
+        )
+        yield GaugeMetricFamily(
+            "haste_capture_slot_retained_bytes",
+            "WAL the logical capture slot keeps on the server's disk (0 in trigger mode):"
+            " it grows while no listener decodes (docs/operations.md, Event capture).",
+            value=float((retained or (0,))[0] or 0),
         )
         if self.scheduler_lock_key is not None:
             yield GaugeMetricFamily(

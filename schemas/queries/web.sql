@@ -147,6 +147,12 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()
 GROUP BY 1
 ORDER BY 1;
 
+-- name: metrics_capture_slot
+-- WAL retained by the logical capture slot (no row in trigger mode once the slot is gone).
+SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), r.restart_lsn)::bigint
+FROM automation_capture_state s
+JOIN pg_replication_slots r ON r.slot_name = s.slot_name;
+
 -- name: status_listener_idle
 SELECT idle FROM automation_listener_state;
 

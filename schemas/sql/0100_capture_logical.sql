@@ -61,46 +61,46 @@ AS $$
         'depth', COALESCE(NULLIF(current_setting('app.causation_depth', true), '')::integer + 1, 0))
 $$;
 
--- Statement trigger of a generated table in logical mode (see haste_capture_apply_mode):
--- fires only when a causation setting is set (its WHEN clause), so a write without them
--- pays nothing. The decoder applies a context to the changes that follow it in the same
--- transaction. SECURITY DEFINER: emitting WAL messages needs no privilege, but the
--- function stays owner-only like every capture function. Every name is schema-qualified
--- (it runs under the caller's search_path, as the generated row triggers do).
+-- Statement trigger of a generated table in logical mode (see haste_capture_apply_mode).
+-- Its WHEN clause lets a statement through only when a causation setting is set or the
+-- listener is idle, so a writer without settings under load pays one sequence read (the
+-- same check the row triggers make). Then, as needed:
+-- * it puts "user_id,execution_id,causation_depth" (empty when unset) into WAL as a
+--   transactional logical message; the decoder applies it to the changes that follow in
+--   the same transaction (triggers/decoder.py: context_of). One expression, no jsonb and
+--   no function with a SET clause: this runs on every statement of a writer that sets
+--   app.user_id;
+-- * it wakes an idle listener, exactly as the row triggers do (0030, "NOTIFY scheme"): a
+--   write committed while the listener sleeps need not wait for its poll.
+-- SECURITY DEFINER like every capture function, and every name schema-qualified (it runs
+-- under the caller's search_path).
 CREATE OR REPLACE FUNCTION haste_capture_context()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 AS $$
 BEGIN
-    PERFORM pg_catalog.pg_logical_emit_message(
-        true, 'haste_context', public.haste_capture_context_json()::pg_catalog.text);
-    RETURN NULL;
-END
-$$;
-
--- An event built by a custom capture trigger (contact_tags, email_tracking_events): written
--- to the outbox in trigger mode, put into WAL (with its causation) in logical mode. The
--- body is swapped by haste_capture_apply_mode(); this is the trigger-mode one.
-CREATE OR REPLACE FUNCTION haste_capture_emit(p_event jsonb)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-AS $$
-BEGIN
-    INSERT INTO public.automation_events
-        (workspace_id, entity_type, entity_id, operation, event_type,
-         old_values, new_values, changed_fields)
-    SELECT r.workspace_id, r.entity_type, r.entity_id, r.operation, r.event_type,
-           r.old_values, r.new_values, r.changed_fields
-      FROM pg_catalog.jsonb_populate_record(NULL::public.automation_events, p_event) AS r;
+    IF pg_catalog.current_setting('app.user_id', true) OPERATOR(pg_catalog.<>) ''
+       OR pg_catalog.current_setting('app.execution_id', true) OPERATOR(pg_catalog.<>) ''
+       OR pg_catalog.current_setting('app.causation_depth', true) OPERATOR(pg_catalog.<>) '' THEN
+        PERFORM pg_catalog.pg_logical_emit_message(true, 'haste_context', pg_catalog.concat(
+            pg_catalog.current_setting('app.user_id', true), ',',
+            pg_catalog.current_setting('app.execution_id', true), ',',
+            pg_catalog.current_setting('app.causation_depth', true)));
+    END IF;
     IF COALESCE(pg_catalog.pg_sequence_last_value(
                     'public.automation_listener_idle'::pg_catalog.regclass), 1)
        OPERATOR(pg_catalog.=) 1 THEN
         PERFORM pg_catalog.pg_notify('haste_events', '');
     END IF;
+    RETURN NULL;
 END
 $$;
+
+-- haste_capture_emit(jsonb): an event built by a custom capture trigger (contact_tags,
+-- email_tracking_events), written to the outbox in trigger mode and put into WAL (with its
+-- causation) in logical mode. haste_capture_apply_mode() creates it with the body of the
+-- current mode (below; this file ends with haste_capture_refresh(), which applies it).
 
 -- 0030's contact_tags trigger, its events now going through haste_capture_emit().
 CREATE OR REPLACE FUNCTION haste_capture_contact_tags()
@@ -288,7 +288,9 @@ BEGIN
                 ' ON public.%I FOR EACH STATEMENT'
                 ' WHEN (pg_catalog.current_setting(''app.user_id'', true) <> '''''
                 '    OR pg_catalog.current_setting(''app.execution_id'', true) <> '''''
-                '    OR pg_catalog.current_setting(''app.causation_depth'', true) <> '''')'
+                '    OR pg_catalog.current_setting(''app.causation_depth'', true) <> '''''
+                '    OR COALESCE(pg_catalog.pg_sequence_last_value('
+                '           ''public.automation_listener_idle''::pg_catalog.regclass), 1) = 1)'
                 ' EXECUTE FUNCTION public.haste_capture_context()', t);
         ELSE
             EXECUTE format('ALTER TABLE public.%I REPLICA IDENTITY DEFAULT', t);
@@ -419,7 +421,6 @@ $$;
 
 REVOKE ALL ON FUNCTION haste_capture_context_json() FROM PUBLIC, haste_app;
 REVOKE ALL ON FUNCTION haste_capture_context() FROM PUBLIC, haste_app;
-REVOKE ALL ON FUNCTION haste_capture_emit(jsonb) FROM PUBLIC, haste_app;
 REVOKE ALL ON FUNCTION haste_capture_contact_tags() FROM PUBLIC, haste_app;
 REVOKE ALL ON FUNCTION haste_capture_email_tracking_events() FROM PUBLIC, haste_app;
 REVOKE ALL ON FUNCTION haste_capture_apply_mode() FROM PUBLIC, haste_app;
