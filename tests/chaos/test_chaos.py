@@ -38,6 +38,8 @@ from tests.chaos.harness import (
 )
 from tests.chaos.processes import FAST_ENV, Proc
 from tests.polling import wait_for
+from triggers.capture_mode import switch_capture
+from triggers.decoder import Decoder
 from triggers.scheduler import Scheduler, SchedulerOptions
 
 pytestmark = pytest.mark.slow
@@ -160,6 +162,39 @@ def test_a_listener_sigkilled_mid_batch_is_caught_up_by_its_successor(cluster: C
         "listener SIGKILL mid-batch", cluster, world, backlog_at_kill=left, writes=load.committed
     )
     assert left > 0, t.line()  # the dead listener left work behind
+    check(t, cluster)
+
+
+def human_writes_captured(cluster: Cluster, world: World) -> int:
+    """Contact events of the world's workspace caused by no execution: the Load's writes."""
+    return count(
+        cluster,
+        "SELECT count(*) FROM automation_events WHERE workspace_id = %s"
+        " AND event_type IN ('contact_created', 'contact_updated')"
+        " AND causation_execution_id IS NULL",
+        world.ws.id,
+    )
+
+
+def test_logical_capture_a_listener_sigkilled_under_load_loses_and_doubles_nothing(
+    cluster: Cluster,
+) -> None:
+    world = build_world(cluster.db, cluster.http)
+    switch_capture(cluster.db, "logical")
+    procs = start(cluster)
+    warm_up(cluster)
+    before = human_writes_captured(cluster, world)
+    with Load(cluster.db_url, world) as load:
+        time.sleep(1.5)
+        procs["listener"].kill()
+        time.sleep(1.5)  # writes go on: their WAL waits in the slot, not in the outbox
+        cluster.processes.listener()
+        time.sleep(2)
+    Decoder().catch_up(cluster.db)  # what the new listener has not read yet
+    t = finish("logical capture: listener SIGKILL", cluster, world, writes=load.committed)
+    # Every committed write is exactly one event, its causation (none) carried through WAL;
+    # the runs' own writes carry theirs, or they would be counted here too.
+    assert human_writes_captured(cluster, world) - before == load.committed, t.line()
     check(t, cluster)
 
 
