@@ -8,12 +8,13 @@ slot and writes exactly the rows the triggers would have written (UPDATE values 
 forms with ``values_raw``, typed by the claim as before), in commit order. From there on
 the pipeline is the same.
 
-One step (:meth:`Decoder.step`), in one transaction:
+One step (:meth:`Decoder.step`):
 
-1. ``pg_try_advisory_xact_lock``: one decoder at a time; other listener replicas skip
-   decoding and go on draining;
-2. peek (not get) up to ``limit`` messages, only transactions that committed before the
-   flush LSN read at the start;
+1. ``pg_try_advisory_lock`` (session level, released after step 5): one decoder at a time;
+   other listener replicas skip decoding and go on draining;
+2. in one transaction: peek (not get) up to ``limit`` messages, only transactions that
+   committed before the flush LSN read at the start (a running-transactions record written
+   just before keeps the slot's restart point close: :meth:`Decoder._log_snapshot`);
 3. :func:`decode` them (pure): transactions already applied (commit LSN ≤
    ``decoded_lsn``) are skipped, the rest become event rows if the decoder is between a
    ``'logical'`` and a ``'trigger'`` switch marker;

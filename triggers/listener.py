@@ -20,6 +20,11 @@ table. Writers NOTIFY only while the listener has declared itself idle
 (``haste_listener_idle``), because NOTIFY takes a database-wide lock at commit (see
 docs/architecture.md and bench/README.md for the measured cost).
 
+Logical capture (``haste capture logical``, :mod:`triggers.decoder`): each drain first
+decodes the WAL written since the last one into the outbox (one replica at a time); the
+rest of the loop is the same, and an idle listener is woken by the statement trigger's
+NOTIFY instead of the row triggers'.
+
 Ordering per record: events of one record are processed in id order. A batch skips any event
 whose record still has an older unprocessed event held by another replica (it is claimed
 again on the next round), so two replicas never process one record's events out of order.
