@@ -29,6 +29,7 @@ After a ``'trigger'`` marker has been applied the slot and the publication are d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -409,7 +410,8 @@ class Decoder:
             self._record_failure(conn, exc)
             raise
         finally:
-            if not conn.closed:
+            # A lost connection has released the lock with it; never mask the first error.
+            with contextlib.suppress(psycopg.Error):
                 conn.execute("SELECT pg_advisory_unlock(%s)", (DECODER_LOCK_KEY,))
         metrics.EVENTS_DECODED.inc(result.events)
         return result
