@@ -111,6 +111,10 @@ def test_every_demo_automation_fires_from_traffic(db: Conn) -> None:
             demo.apply_change(db, workspace_id, kind, rng)
     for _ in range(150):  # enough bumps that some leads cross 80
         demo.apply_change(db, workspace_id, "score", rng)
+    # Traffic picks rows with ORDER BY random(): a deal whose close date was pulled in may
+    # have been won or lost since (the reminder's condition is status open). Pull in one
+    # more, last, so that an open deal's reminder is due whatever was picked before.
+    assert demo.apply_change(db, workspace_id, "close_date", rng) is not None
     listener = Listener("unused", enqueue=lambda ids: None, hooks=[on_record_event])
     assert listener.drain(db).failed == 0
     fired = fire_due_records(db, datetime.now(UTC), emit=emit_event)
