@@ -416,3 +416,29 @@ def test_each_read_moves_the_slots_restart_point_so_a_poll_decodes_only_new_wal(
         (before[0], capture_status(logical)["slot_name"]),  # type: ignore[index]
     ).fetchone()
     assert restart == (True,)
+
+
+def test_a_poll_with_nothing_new_commits_nothing(logical: Conn) -> None:
+    ws = make_workspace(logical)
+    make_contact(logical, ws)
+    decoder = Decoder()
+    decoder.catch_up(logical)
+    before = logical.execute("SELECT xmin, decoded_at FROM automation_capture_state").fetchone()
+
+    decoder.catch_up(logical)
+
+    # The state row is not rewritten (same row version): no transaction, WAL or flush of
+    # its own for an idle listener's poll.
+    after = logical.execute("SELECT xmin, decoded_at FROM automation_capture_state").fetchone()
+    assert after == before
+
+
+def test_a_write_after_an_idle_poll_is_decoded_by_the_next(logical: Conn) -> None:
+    ws = make_workspace(logical)
+    contact = make_contact(logical, ws, score=0)
+    decoder = Decoder()
+    decoder.catch_up(logical)
+    decoder.catch_up(logical)
+    logical.execute("UPDATE contacts SET score = 5 WHERE id = %s", (contact,))
+
+    assert decoder.catch_up(logical) == 1

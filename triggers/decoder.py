@@ -419,7 +419,7 @@ class Decoder:
     def _step(self, conn: psycopg.Connection[Any], result: StepResult) -> None:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             state = cur.execute(
-                "SELECT mode, slot_name, decoding, decoded_lsn::text, last_marker"
+                "SELECT mode, slot_name, decoding, decoded_lsn::text, last_marker, last_error"
                 " FROM automation_capture_state"
             ).fetchone()
             if state is None or state["slot_name"] is None:
@@ -450,17 +450,21 @@ class Decoder:
             for problem in problems:
                 log.error("decoded a change without its old row; event parked", error=problem)
             after = out.commit_lsn if out.commit_lsn is not None else before
-            cur.execute(
-                "UPDATE automation_capture_state SET decoding = %s, decoded_lsn = %s,"
-                " last_marker = COALESCE(%s, last_marker), decoded_at = now(),"
-                " last_error = %s",
-                (
-                    out.decoding,
-                    format_lsn(max(after, before or 0)) if after is not None else None,
-                    out.last_marker,
-                    problems[-1] if problems else None,
-                ),
-            )
+            # Only when there is something to record (a transaction read, an error to clear):
+            # an empty poll of an idle listener commits nothing, so it writes no WAL of its
+            # own and waits for no flush. decoded_at is when a transaction was last read.
+            if out.transactions or state["last_error"] is not None:
+                cur.execute(
+                    "UPDATE automation_capture_state SET decoding = %s, decoded_lsn = %s,"
+                    " last_marker = COALESCE(%s, last_marker), decoded_at = now(),"
+                    " last_error = %s",
+                    (
+                        out.decoding,
+                        format_lsn(max(after, before or 0)) if after is not None else None,
+                        out.last_marker,
+                        problems[-1] if problems else None,
+                    ),
+                )
         # Every transaction that committed before `upto` has been read when the step
         # stopped short of its limit; otherwise only up to the last one read.
         advance_to = upto if not result.more else out.end_lsn and format_lsn(out.end_lsn)
