@@ -15,18 +15,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from engine.queries import query
 from triggers.decoder import Decoder, slot_name_for
 
 MODES = ("trigger", "logical")
-
-STATUS = """
-SELECT s.mode, s.slot_name, s.decoding, s.decoded_lsn::text AS decoded_lsn, s.decoded_at,
-       s.last_error, s.changed_at, current_setting('wal_level') AS wal_level,
-       r.active AS slot_active, r.wal_status AS slot_wal_status,
-       pg_wal_lsn_diff(pg_current_wal_lsn(), r.restart_lsn)::bigint AS slot_retained_bytes
-FROM automation_capture_state s
-LEFT JOIN pg_replication_slots r ON r.slot_name = s.slot_name
-"""
 
 
 class CaptureModeError(RuntimeError):
@@ -35,7 +27,7 @@ class CaptureModeError(RuntimeError):
 
 def capture_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(STATUS).fetchone()
+        row = cur.execute(query("capture_status")).fetchone()
     assert row is not None, "automation_capture_state has its one row from migration 0100"
     return dict(row)
 

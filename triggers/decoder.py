@@ -44,6 +44,7 @@ from psycopg.types.json import Jsonb
 
 from engine import metrics
 from engine.logs import get_logger
+from engine.queries import query
 from triggers.pgoutput import (
     UNCHANGED,
     Begin,
@@ -64,24 +65,6 @@ DECODER_LOCK_KEY = 0x68737464_65636F64
 PUBLICATION = "haste_capture"
 #: Messages read per step (whole transactions: a larger one is read entire).
 STEP_LIMIT = 5000
-
-#: Other listener replicas may be waiting for a NOTIFY (this one drains next anyway).
-WAKE_OTHER_LISTENERS = """
-SELECT pg_notify('haste_events', '')
-WHERE COALESCE(pg_sequence_last_value('public.automation_listener_idle'::regclass), 1) = 1
-"""
-
-INSERT_EVENT = """
-INSERT INTO automation_events
-    (workspace_id, entity_type, entity_id, operation, event_type, old_values, new_values,
-     changed_fields, values_raw, actor_user_id, causation_execution_id, depth, created_at,
-     error, processed_at)
-VALUES (%(workspace_id)s, %(entity_type)s, %(entity_id)s, %(operation)s,
-        COALESCE(%(event_type)s::text, haste_capture_created_event(%(table)s, %(new_values)s)),
-        %(old_values)s, %(new_values)s, %(changed_fields)s, %(values_raw)s,
-        %(actor_user_id)s, %(causation_execution_id)s, %(depth)s, %(created_at)s,
-        %(error)s, CASE WHEN %(error)s::text IS NOT NULL THEN now() END)
-"""
 
 
 class DecodeError(RuntimeError):
@@ -418,20 +401,15 @@ class Decoder:
 
     def _step(self, conn: psycopg.Connection[Any], result: StepResult) -> None:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            state = cur.execute(
-                "SELECT mode, slot_name, decoding, decoded_lsn::text, last_marker, last_error"
-                " FROM automation_capture_state"
-            ).fetchone()
+            state = cur.execute(query("capture_decoder_state")).fetchone()
             if state is None or state["slot_name"] is None:
                 return
             result.ran = True
             slot = state["slot_name"]
             upto = cur.execute("SELECT pg_current_wal_flush_lsn()::text AS l").fetchone()["l"]  # type: ignore[index]
             rows = cur.execute(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes("
-                " %s, %s::pg_lsn, %s, 'proto_version', '1', 'publication_names', %s,"
-                " 'messages', 'true')",
-                (slot, upto, self.limit, PUBLICATION),
+                query("capture_peek"),
+                {"slot": slot, "upto": upto, "limit": self.limit, "publication": PUBLICATION},
             ).fetchall()
             result.messages = len(rows)
             result.more = len(rows) >= self.limit
@@ -444,8 +422,8 @@ class Decoder:
             )
             result.transactions, result.events = out.transactions, len(out.events)
             if out.events:
-                cur.executemany(INSERT_EVENT, [_params(e) for e in out.events])
-                cur.execute(WAKE_OTHER_LISTENERS)
+                cur.executemany(query("capture_insert_event"), [_params(e) for e in out.events])
+                cur.execute(query("capture_wake_listeners"))
             problems = [e["error"] for e in out.events if e.get("error")]
             for problem in problems:
                 log.error("decoded a change without its old row; event parked", error=problem)
@@ -455,15 +433,15 @@ class Decoder:
             # own and waits for no flush. decoded_at is when a transaction was last read.
             if out.transactions or state["last_error"] is not None:
                 cur.execute(
-                    "UPDATE automation_capture_state SET decoding = %s, decoded_lsn = %s,"
-                    " last_marker = COALESCE(%s, last_marker), decoded_at = now(),"
-                    " last_error = %s",
-                    (
-                        out.decoding,
-                        format_lsn(max(after, before or 0)) if after is not None else None,
-                        out.last_marker,
-                        problems[-1] if problems else None,
-                    ),
+                    query("capture_decoded"),
+                    {
+                        "decoding": out.decoding,
+                        "decoded_lsn": (
+                            format_lsn(max(after, before or 0)) if after is not None else None
+                        ),
+                        "marker": out.last_marker,
+                        "error": problems[-1] if problems else None,
+                    },
                 )
         # Every transaction that committed before `upto` has been read when the step
         # stopped short of its limit; otherwise only up to the last one read.
@@ -475,10 +453,7 @@ class Decoder:
             self._drop_slot(conn, slot)
 
     def _tables(self, cur: psycopg.Cursor[Any]) -> dict[str, CaptureTable]:
-        rows = cur.execute(
-            "SELECT table_name, entity_type, ignored_columns, created_event IS NOT NULL AS ce,"
-            " operations FROM automation_capture_tables"
-        ).fetchall()
+        rows = cur.execute(query("capture_tables")).fetchall()
         return {
             r["table_name"]: CaptureTable(
                 r["table_name"],
@@ -493,16 +468,9 @@ class Decoder:
     def _drop_slot(self, conn: psycopg.Connection[Any], slot: str) -> None:
         """After the 'trigger' marker: nothing more to read, and a slot retains WAL."""
         with conn.transaction():
-            conn.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-                " WHERE slot_name = %s",
-                (slot,),
-            )
+            conn.execute(query("capture_slot_drop"), {"slot": slot})
             conn.execute(f"DROP PUBLICATION IF EXISTS {PUBLICATION}")
-            conn.execute(
-                "UPDATE automation_capture_state SET slot_name = NULL, last_marker = NULL,"
-                " decoded_lsn = NULL WHERE mode = 'trigger'"
-            )
+            conn.execute(query("capture_slot_dropped"))
         log.info("capture slot dropped after the switch to trigger mode", slot=slot)
 
     def _record_failure(self, conn: psycopg.Connection[Any], exc: Exception) -> None:
@@ -510,10 +478,7 @@ class Decoder:
         log.error("decoding failed", error=str(exc))
         try:
             with conn.transaction():
-                conn.execute(
-                    "UPDATE automation_capture_state SET last_error = %s",
-                    (f"{type(exc).__name__}: {exc}",),
-                )
+                conn.execute(query("capture_failed"), {"error": f"{type(exc).__name__}: {exc}"})
         except psycopg.Error:
             pass  # the connection itself is gone; the listener reconnects
 
